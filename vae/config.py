@@ -1,0 +1,231 @@
+"""Typed, frozen configuration for one VAE training run, validated in one place.
+
+Every knob a trial can vary lives here with its default. The search space fills the same
+dotted keys (``model.latent_dim``, ``loss.fft_weight``, ``train.learning_rate``); merging a
+flat mapping into the defaults fails on any key that is not a field, before a trial starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "none")
+COVARIANCES = ("diagonal", "full", "lowrank")
+# Pixel range the model sees; it follows the output activation so that a reconstruction can
+# reach every input value (tanh cannot produce 0..1 only, sigmoid cannot produce -1).
+INPUT_RANGES = {"sigmoid": "unit", "relu": "unit", "none": "unit", "tanh": "symmetric"}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value or key; the message names it and what is allowed."""
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, open_low: bool = False,
+                 open_high: bool = False) -> None:
+    ok_low = value > low if open_low else value >= low
+    ok_high = value < high if open_high else value <= high
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not (ok_low and ok_high):
+        lo, hi = "(" if open_low else "[", ")" if open_high else "]"
+        raise ConfigError(f"{name}={value!r} is out of range; allowed {lo}{low}, {high}{hi}")
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low \
+            or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name}={value!r} is invalid; allowed: an integer {allowed}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the AitexVAE: encoder 4× stride-2 convs, posterior head, decoder."""
+
+    image_size: int = 256
+    in_channels: int = 1
+    latent_dim: int = 32
+    dropout: float = 0.1
+    output_activation: str = "sigmoid"
+    covariance: str = "diagonal"
+    rank: int = 1  # rank of U in Σ = D + UUᵀ; only used when covariance == "lowrank"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
+                or self.image_size < 32 or self.image_size % 16:
+            raise ConfigError(f"model.image_size={self.image_size!r} is invalid; allowed: a "
+                              "multiple of 16 that is >= 32 (the encoder halves it 4 times)")
+        if self.in_channels not in (1, 3) or isinstance(self.in_channels, bool):
+            raise ConfigError(f"model.in_channels={self.in_channels!r} is invalid; allowed: 1 or 3")
+        _check_int("model.latent_dim", self.latent_dim, 1, 1024)
+        _check_range("model.dropout", self.dropout, 0.0, 1.0, open_high=True)
+        _check_choice("model.output_activation", self.output_activation, ACTIVATIONS)
+        _check_choice("model.covariance", self.covariance, COVARIANCES)
+        _check_int("model.rank", self.rank, 1)
+        if self.covariance == "lowrank" and self.rank >= self.latent_dim:
+            raise ConfigError(f"model.rank={self.rank} must be < model.latent_dim="
+                              f"{self.latent_dim} for a low-rank covariance (use covariance="
+                              "'full' for a full-rank one)")
+
+    @property
+    def input_range(self) -> str:
+        """``unit`` ([0, 1]) or ``symmetric`` ([-1, 1]): how uint8 pixels are scaled."""
+        return INPUT_RANGES[self.output_activation]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the reconstruction terms (summed over pixels) and of the KL term (beta)."""
+
+    mse_weight: float = 0.0
+    bce_weight: float = 1.0
+    fft_weight: float = 0.0
+    kl_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("mse_weight", "bce_weight", "fft_weight", "kl_weight"):
+            _check_range(f"loss.{name}", getattr(self, name), 0.0, 1e6)
+        if self.mse_weight + self.bce_weight + self.fft_weight == 0:
+            raise ConfigError("loss.mse_weight, loss.bce_weight and loss.fft_weight are all 0; "
+                              "at least one reconstruction weight must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one trial."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    num_epochs: int = 10
+    grad_clip_norm: float = 10.0  # on the per-sample (batch-mean) loss; 0 disables clipping
+    seed: int = 0
+    # "auto": bf16 autocast on CUDA and on CPUs where it measured faster; "off"/"bf16" force it.
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_range("train.learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
+        _check_range("train.weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_int("train.batch_size", self.batch_size, 1, 4096)
+        _check_int("train.num_epochs", self.num_epochs, 1)
+        _check_range("train.grad_clip_norm", self.grad_clip_norm, 0.0, 1e9)
+        _check_int("train.seed", self.seed, 0)
+        _check_choice("train.precision", self.precision, ("auto", "off", "bf16"))
+
+
+MAP_METHODS = ("l2", "l1", "l2_smooth")
+REDUCTIONS = ("max", "topk_mean", "mean")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How an anomaly map and a patch score are made from a reconstruction.
+
+    Part of the trial config so that a pulled model scores exactly as its trial did.
+    """
+
+    map: str = "l2_smooth"  # per-pixel residual: squared (l2), absolute (l1), or l2 blurred
+    smooth_sigma: float = 2.0  # Gaussian sigma in pixels for "l2_smooth"
+    reduction: str = "topk_mean"  # map → patch score
+    topk_fraction: float = 0.01  # share of pixels averaged by "topk_mean"
+
+    def __post_init__(self) -> None:
+        _check_choice("score.map", self.map, MAP_METHODS)
+        _check_range("score.smooth_sigma", self.smooth_sigma, 0.0, 64.0)
+        _check_choice("score.reduction", self.reduction, REDUCTIONS)
+        _check_range("score.topk_fraction", self.topk_fraction, 0.0, 1.0, open_low=True)
+
+
+T = TypeVar("T")
+
+
+def _section_from_dict(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix} must be a mapping, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[f'{prefix}.{k}' for k in unknown]}; valid keys: "
+                          f"{[f'{prefix}.{n}' for n in names]}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The resolved configuration of one trial; stored beside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
+                "score": ScoreConfig}
+
+    def __post_init__(self) -> None:
+        activation = self.model.output_activation
+        if self.loss.bce_weight > 0 and activation in ("tanh", "relu"):
+            raise ConfigError(
+                f"loss.bce_weight={self.loss.bce_weight} needs outputs in (0, 1), but "
+                f"model.output_activation={activation!r} does not give them; use 'sigmoid' "
+                "(probabilities) or 'none' (logits), or set loss.bce_weight=0")
+
+    @property
+    def recon_is_logits(self) -> bool:
+        """With activation ``none`` and a BCE term the decoder output is a logit.
+
+        The image-space reconstruction is then sigmoid(output): BCE uses the numerically
+        stable ``binary_cross_entropy_with_logits`` and MSE/FFT compare sigmoid(output) with x,
+        so all terms agree on what the reconstruction is.
+        """
+        return self.model.output_activation == "none" and self.loss.bce_weight > 0
+
+    # -- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in self.SECTIONS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VAEConfig:
+        """Strict: unknown sections or keys raise ``ConfigError`` naming the valid ones."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; valid: {list(cls.SECTIONS)}")
+        return cls(**{name: _section_from_dict(section, data.get(name, {}), name)
+                      for name, section in cls.SECTIONS.items()})
+
+    def flat(self) -> dict[str, Any]:
+        """``{"model.latent_dim": 32, ...}``: the form used by search spaces and MLflow params."""
+        return {f"{section}.{key}": value
+                for section, values in self.to_dict().items() for key, value in values.items()}
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> VAEConfig:
+        """Merge dotted keys (``{"model.latent_dim": 64}``) into this config, strictly."""
+        return self.from_dict(unflatten(overrides, base=self.to_dict()))
+
+    @classmethod
+    def valid_keys(cls) -> list[str]:
+        return [f"{name}.{f.name}" for name, section in cls.SECTIONS.items()
+                for f in dataclasses.fields(section)]
+
+
+def unflatten(flat: Mapping[str, Any], base: Mapping[str, Mapping[str, Any]] | None = None
+              ) -> dict[str, dict[str, Any]]:
+    """``{"a.b": 1}`` → ``{"a": {"b": 1}}`` on top of ``base``; rejects keys that are not fields."""
+    valid = set(VAEConfig.valid_keys())
+    nested = {section: dict(values) for section, values in (base or {}).items()}
+    for key, value in flat.items():
+        if key not in valid:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {sorted(valid)}")
+        section, name = key.split(".", 1)
+        nested.setdefault(section, {})[name] = value
+    return nested

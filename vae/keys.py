@@ -1,0 +1,17 @@
+"""Metric keys, defined once: Tune, the schedulers and MLflow all use these names."""
+
+TRAIN_LOSS = "train/loss"  # weighted total: reconstruction terms + beta * KL
+TRAIN_MSE = "train/mse"
+TRAIN_BCE = "train/bce"
+TRAIN_FFT = "train/fft"
+TRAIN_KL = "train/kl"
+TRAIN_IMAGES_PER_S = "train/images_per_s"
+TRAIN_EPOCH_TIME_S = "train/epoch_time_s"
+
+VAL_LOSS = "val/loss"
+VAL_MSE = "val/mse"  # plain per-pixel MSE on held-out normal patches: comparable across mixes
+VAL_KL = "val/kl"
+VAL_AUROC = "val/auroc"  # the search objective (mode max): normal vs synthetic-defect patches
+
+EPOCH = "epoch"
+OBJECTIVE, OBJECTIVE_MODE = VAL_AUROC, "max"
