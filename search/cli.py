@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 
@@ -23,9 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:  # TODO(integration): drop once all exist
+        try:  # TODO(integration): drop once every command module exists
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
             continue
-        importlib.import_module(name).register(subparsers)
+        module.register(subparsers)
     return parser
 
 
