@@ -1,0 +1,94 @@
+"""Save and load a model as ``model.safetensors`` + ``config.json`` — nothing is unpickled.
+
+``vae.save(model, dir)`` / ``vae.load(dir)`` are the entry points downstream users and the
+``pull`` command rely on. A pickle can run arbitrary code when loaded (e.g. through
+``__reduce__``), so ``load`` refuses directories that only offer pickle payloads, and optimizer
+state for Tune checkpoints goes through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vae.config import VAEConfig
+from vae.model import AitexVAE, build_model
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+OPTIMIZER_FILE = "optimizer.pt"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+
+
+def save(model: AitexVAE, directory: str | Path) -> Path:
+    """Write the weights (contiguous, CPU) and the resolved config; returns the directory."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, VAEConfig):
+        raise ValueError("model has no VAEConfig in `model.config`; build it with "
+                         "vae.model.build_model(config) so that it can be rebuilt on load")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # channels_last weights are permuted views; safetensors stores plain row-major tensors.
+    state = {name: tensor.detach().to("cpu").contiguous()
+             for name, tensor in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+    document = {"format_version": FORMAT_VERSION, "config": config.to_dict()}
+    (directory / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def load_config(directory: str | Path) -> VAEConfig:
+    """The resolved config stored beside the weights (strictly validated)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}; expected a directory written "
+                                "by vae.save(model, directory)")
+    document = json.loads(path.read_text())
+    version = document.get("format_version") if isinstance(document, dict) else None
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {version!r} is not supported; "
+                         f"this code reads version {FORMAT_VERSION}")
+    return VAEConfig.from_dict(document["config"])
+
+
+def load(directory: str | Path, map_location: str | torch.device = "cpu") -> AitexVAE:
+    """Rebuild the model from ``config.json`` and fill it from ``model.safetensors``.
+
+    Returned in eval mode. Refuses a directory holding only pickle payloads.
+    """
+    directory = Path(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        pickles = sorted(p.name for p in directory.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ValueError(f"{directory} holds pickle payloads {pickles} but no {WEIGHTS_FILE}; "
+                             "refusing to unpickle (it can run arbitrary code). Re-save the "
+                             "model with vae.save(model, directory)")
+        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {directory}; expected a directory "
+                                "written by vae.save(model, directory)")
+    model = build_model(load_config(directory))
+    state = load_file(str(weights), device=str(map_location))
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> Path:
+    """The optimizer's state dict (tensors and plain numbers only) for a Tune checkpoint."""
+    path = Path(path)
+    torch.save(optimizer.state_dict(), path)
+    return path
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: str | Path,
+                   map_location: str | torch.device = "cpu") -> torch.optim.Optimizer:
+    """Restore state saved by ``save_optimizer``; ``weights_only=True`` refuses pickled code."""
+    state = torch.load(Path(path), map_location=map_location, weights_only=True)
+    optimizer.load_state_dict(state)
+    return optimizer
