@@ -1,0 +1,170 @@
+"""Per-pixel anomaly maps from reconstruction residuals, and per-patch scores from the maps.
+
+A VAE trained on normal fabric reconstructs normal texture well and defects poorly, so the
+residual |x - x̂| (or its square) is large on defects (An & Cho 2015, "Variational autoencoder
+based anomaly detection using reconstruction probability"; Bergmann et al. 2019, "MVTec AD",
+§4.2 "the per-pixel ℓ2 distance of the input and its reconstruction"). The reconstruction
+decodes the posterior mean (``model.reconstruct``), so scores are deterministic. A Gaussian
+blur of the squared residual suppresses single-pixel reconstruction noise of fine weaves, as
+the anomaly maps of PaDiM (Defard et al. 2021) and PatchCore (Roth et al. 2022) are blurred
+before they are thresholded. Maps are compared in [0, 1] pixel units whatever range the model
+sees, and averaged over channels, so ``l2`` maps of different models share a scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vae.config import ScoreConfig
+from vae.pixels import to_model_input, to_unit
+
+GAUSSIAN_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
+
+
+def gaussian_kernel1d(sigma: float, device: torch.device | None = None) -> torch.Tensor:
+    """Normalised 1-D Gaussian, radius ``ceil(4 sigma)`` (the separable factor of the 2-D blur)."""
+    radius = max(1, math.ceil(GAUSSIAN_TRUNCATE * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur (B, H, W) maps with a separable Gaussian: two 1-D convolutions instead of one 2-D.
+
+    Borders are padded by replication, so a defect at a patch edge is not faded by zeros.
+    """
+    if sigma <= 0:
+        return maps
+    kernel = gaussian_kernel1d(sigma, maps.device).to(maps.dtype)
+    radius = kernel.numel() // 2
+    x = maps.unsqueeze(1)  # (B, 1, H, W)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return x.squeeze(1)
+
+
+def residual_maps(x_unit: torch.Tensor, recon_unit: torch.Tensor, score_config: ScoreConfig
+                  ) -> torch.Tensor:
+    """(B, C, H, W) input and reconstruction in [0, 1] → (B, H, W) float32 anomaly maps."""
+    diff = x_unit.float() - recon_unit.float()
+    residual = diff.abs() if score_config.map == "l1" else diff.square()
+    maps = residual.mean(dim=1)  # (B, H, W): channel average keeps RGB and gray on one scale
+    if score_config.map == "l2_smooth":
+        maps = gaussian_blur(maps, score_config.smooth_sigma)
+    return maps
+
+
+def reduce_maps(maps: torch.Tensor, score_config: ScoreConfig) -> torch.Tensor:
+    """(B, H, W) maps → (B,) patch scores: max, mean, or mean of the top ``topk_fraction`` pixels."""
+    flat = maps.flatten(1)  # (B, H*W)
+    if score_config.reduction == "max":
+        return flat.amax(dim=1)
+    if score_config.reduction == "mean":
+        return flat.mean(dim=1)
+    k = max(1, math.ceil(score_config.topk_fraction * flat.shape[1]))
+    return flat.topk(k, dim=1, sorted=False).values.mean(dim=1)
+
+
+def patch_scores(maps: np.ndarray, score_config: ScoreConfig) -> np.ndarray:
+    """(N, H, W) anomaly maps → (N,) float32 patch scores (see ``reduce_maps``)."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must have shape (N, H, W), got {maps.shape}")
+    return reduce_maps(torch.from_numpy(maps), score_config).numpy()
+
+
+def _as_nchw(images_uint8: np.ndarray | torch.Tensor, in_channels: int) -> torch.Tensor:
+    images = torch.as_tensor(images_uint8)
+    if images.ndim == 3:  # (N, H, W) gray patches: add the channel axis
+        images = images.unsqueeze(1)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, C, H, W) or (N, H, W), got "
+                         f"{tuple(images.shape)}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 pixels (0..255), got {images.dtype}")
+    if images.shape[1] != in_channels:
+        raise ValueError(f"images have {images.shape[1]} channel(s) but the model was trained on "
+                         f"{in_channels}; allowed: {in_channels}")
+    return images
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _use_bf16(model: nn.Module, device: torch.device) -> bool:
+    # Same rule as training: bf16 autocast on CUDA unless the trial switched it off, or forced.
+    precision = getattr(getattr(model.config, "train", None), "precision", "auto")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
+                     score_config: ScoreConfig | None = None, batch_size: int = 64,
+                     device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
+    """Yield (B, H, W) float32 maps on ``device``, batch by batch, in input order.
+
+    The model is put in eval mode (dropout off) for the pass and returned to its previous mode.
+    ``device=None`` uses the model's own device; a given device moves the model there.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer >= 1")
+    config = model.config
+    score_config = score_config or config.score
+    images = _as_nchw(images_uint8, config.model.in_channels)
+    device = torch.device(device) if device is not None else _model_device(model)
+    model.to(device)
+    input_range = config.model.input_range
+    autocast = _use_bf16(model, device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, images.shape[0], batch_size):
+                batch = images[start:start + batch_size].to(device, non_blocking=True)
+                x = to_model_input(batch, input_range)  # uint8 crosses the bus, floats do not
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    recon = model.reconstruct(x)
+                yield residual_maps(to_unit(x, input_range), to_unit(recon.float(), input_range),
+                                    score_config)
+    finally:
+        model.train(was_training)
+
+
+def anomaly_maps(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
+                 score_config: ScoreConfig | None = None, batch_size: int = 64,
+                 device: str | torch.device | None = None) -> np.ndarray:
+    """(N, C, H, W) uint8 patches → (N, H, W) float32 anomaly maps (``model.config.score`` by default)."""
+    return score_patches(model, images_uint8, score_config=score_config, batch_size=batch_size,
+                         device=device)[1]
+
+
+def score_patches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
+                  score_config: ScoreConfig | None = None, batch_size: int = 64,
+                  device: str | torch.device | None = None, keep_maps: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Patch scores (N,) float32 and maps (N, H, W) float32 (``None`` with ``keep_maps=False``).
+
+    Scores are reduced on the device, batch by batch; ``keep_maps=False`` skips copying maps to
+    host memory (what a trial's ``val/auroc`` needs).
+    """
+    score_config = score_config or model.config.score
+    scores, maps = [], []
+    for batch_maps in iter_map_batches(model, images_uint8, score_config=score_config,
+                                       batch_size=batch_size, device=device):
+        scores.append(reduce_maps(batch_maps, score_config).cpu())
+        if keep_maps:
+            maps.append(batch_maps.cpu())
+    if not scores:  # zero patches: empty results of the right shapes
+        images = _as_nchw(images_uint8, model.config.model.in_channels)
+        empty = np.zeros((0, *images.shape[2:]), dtype=np.float32)
+        return np.zeros(0, dtype=np.float32), empty if keep_maps else None
+    score_array = torch.cat(scores).numpy().astype(np.float32, copy=False)
+    return score_array, torch.cat(maps).numpy() if keep_maps else None
