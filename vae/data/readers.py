@@ -1,0 +1,79 @@
+"""Decode the strips a scan found: image + union of its masks, or a reason to skip it.
+
+What happens on each decoding quirk (never a crash, never a silent mislabel):
+- LA / RGB / palette / 16-bit images and masks: converted (see ``decode``), counted in notes;
+- zero-byte, truncated or non-PNG files and decompression bombs: the strip is skipped, counted;
+- two masks (``_mask1``, ``_mask2``): their union; soft masks: pixel > ``mask_threshold``;
+- a defect image whose mask has no pixel above the threshold (all black): skipped and counted —
+  its defect is not annotated, so its patches would be mislabelled as defect-free;
+- a strip smaller than one patch: skipped and counted;
+- a mask whose size differs from its image: ``DataError`` naming both files (the data set is
+  inconsistent; guessing an alignment would mislabel pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vae.data.config import DataConfig
+from vae.data.decode import UnreadableImage, read_array, read_mask
+from vae.data.errors import DataError
+from vae.data.layouts import Issue, Scan, StripSource
+
+
+@dataclass
+class Strip:
+    source: StripSource
+    image: np.ndarray  # uint8 (C, H, W)
+    mask: np.ndarray  # bool (H, W)
+    notes: list[Issue]
+
+
+def _formats(scan: Scan) -> tuple[str, ...] | None:
+    # AITEX is PNG by definition: anything else under a .png name is a damaged file.
+    return ("PNG",) if scan.format == "aitex" else None
+
+
+def read_strip(scan: Scan, source: StripSource, config: DataConfig) -> Strip | Issue:
+    """Decode one strip; returns an ``Issue`` (skip reason) instead of raising for bad files."""
+    formats = _formats(scan)
+    image_file = scan.rel(source.image)
+    try:
+        image, mode = read_array(source.image, channels=config.channels,
+                                 max_pixels=config.max_image_pixels, formats=formats)
+    except UnreadableImage as error:
+        return Issue(image_file, error.reason)
+    notes = []
+    if mode not in ("L", "RGB" if config.channels == 3 else "L"):
+        notes.append(Issue(image_file, f"converted from mode {mode}"))
+    height, width = image.shape[:2]
+    mask = np.zeros((height, width), dtype=bool)
+    for mask_path in source.masks:
+        mask_file = scan.rel(mask_path)
+        try:
+            part, mask_mode = read_mask(mask_path, threshold=config.mask_threshold,
+                                        max_pixels=config.max_image_pixels, formats=formats)
+        except UnreadableImage as error:
+            return Issue(image_file, f"its mask {mask_file} is unreadable: {error.reason}")
+        if part.shape != (height, width):
+            raise DataError(f"mask {mask_file} is {part.shape[1]}x{part.shape[0]} but its image "
+                            f"{image_file} is {width}x{height} (width x height); fix or remove "
+                            "one of them")
+        if mask_mode != "L":
+            notes.append(Issue(mask_file, f"converted from mode {mask_mode}"))
+        mask |= part
+    if len(source.masks) > 1:
+        notes.append(Issue(image_file, f"union of {len(source.masks)} masks"))
+    if source.defective and not mask.any():
+        return Issue(image_file, f"defect image whose mask has no pixel > "
+                                 f"{config.mask_threshold} (all black): defect not annotated")
+    if height < config.patch_size or width < config.patch_size:
+        return Issue(image_file, f"image {width}x{height} is smaller than one "
+                                 f"{config.patch_size}x{config.patch_size} patch")
+    if (width - config.patch_size) % config.stride or (height - config.patch_size) % config.stride:
+        notes.append(Issue(image_file, f"{width}x{height} is not covered by whole strides: the "
+                                       "last patch is aligned to the right/bottom edge"))
+    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    return Strip(source=source, image=np.ascontiguousarray(chw), mask=mask, notes=notes)
