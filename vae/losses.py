@@ -25,6 +25,21 @@ LOSS_TERMS = ("loss", "mse", "bce", "fft", "kl")
 SPECTRUM_FLOOR = 1e-4
 
 
+def bce_on_probabilities(probabilities: Tensor, x: Tensor) -> Tensor:
+    """Summed BCE on probabilities, ``F.binary_cross_entropy(reduction="sum")`` written out.
+
+    The library kernel raises on a NaN input (CPU: RuntimeError, CUDA: a device-side assert),
+    but a diverged model must surface as a NaN that the training loop turns into
+    ``NonFiniteLossError``. p and 1 − p are floored at the smallest normal float32 (log ≥ −87.3,
+    where torch clamps the log at −100), so a saturated sigmoid (p exactly 0 or 1 in fp32, e.g.
+    logits > 17) gives a finite loss and a zero, not NaN, gradient.
+    """
+    tiny = torch.finfo(torch.float32).tiny
+    log_p = torch.log(probabilities.clamp(min=tiny))
+    log_not_p = torch.log((1.0 - probabilities).clamp(min=tiny))
+    return -(x * log_p + (1.0 - x) * log_not_p).sum()
+
+
 def log_magnitude_spectrum(images: Tensor) -> Tensor:
     """½ log(|rfft2(images)|² + floor), float32, shape (B, C, H, W//2 + 1)."""
     with torch.autocast(device_type=images.device.type, enabled=False):
@@ -71,7 +86,7 @@ def vae_loss(output: VAEOutput, x: Tensor, loss_config: LossConfig) -> dict[str,
                 bce = F.binary_cross_entropy_with_logits(output.logits.float(), x,
                                                          reduction="sum") / batch
             else:
-                bce = F.binary_cross_entropy(recon, x, reduction="sum") / batch
+                bce = bce_on_probabilities(recon, x) / batch
 
         fft = fft_loss(recon, x) if loss_config.fft_weight > 0 else zero
         kl = output.posterior.kl().mean()

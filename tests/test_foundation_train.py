@@ -1,0 +1,154 @@
+"""train_epoch / evaluate: weights move only when training, loss falls, NaN is refused."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vae import keys
+from vae.config import VAEConfig
+from vae.model import build_model
+from vae.train import (
+    NonFiniteLossError,
+    autocast_dtype,
+    evaluate,
+    make_optimizer,
+    select_device,
+    train_epoch,
+)
+
+CPU = torch.device("cpu")
+
+
+def _config(**overrides) -> VAEConfig:
+    base = {"model.image_size": 32, "model.latent_dim": 8, "train.batch_size": 4,
+            "train.learning_rate": 3e-3}
+    return VAEConfig().with_overrides({**base, **overrides})
+
+
+def _images(count: int = 8, size: int = 32) -> np.ndarray:
+    """Striped fabric-like uint8 patches: something a VAE can learn in a few steps."""
+    rng = np.random.default_rng(0)
+    stripes = (np.arange(size) % 4 < 2).astype(np.float64) * 120 + 60
+    images = stripes[None, None, :, None] + rng.normal(0, 8, (count, 1, size, size))
+    return images.clip(0, 255).astype(np.uint8)
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def test_train_epoch_returns_all_metrics_and_changes_weights():
+    config = _config()
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = make_optimizer(model, config.train)
+    before = _snapshot(model)
+    metrics = train_epoch(model, optimizer, _images(), config, CPU)
+    assert set(metrics) == {keys.TRAIN_LOSS, keys.TRAIN_MSE, keys.TRAIN_BCE, keys.TRAIN_FFT,
+                            keys.TRAIN_KL, keys.TRAIN_IMAGES_PER_S, keys.TRAIN_EPOCH_TIME_S}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+    assert metrics[keys.TRAIN_BCE] > 0 and metrics[keys.TRAIN_FFT] == 0.0  # fft weight 0
+    assert metrics[keys.TRAIN_IMAGES_PER_S] == pytest.approx(8 / metrics[keys.TRAIN_EPOCH_TIME_S])
+    after = model.state_dict()
+    for name in ("encoder.0.weight", "head.fc_mu.weight", "head.fc_logvar.bias", "fc_dec.weight",
+                 "decoder.3.weight", "decoder.3.bias"):
+        assert not torch.equal(before[name], after[name]), name
+
+
+def test_evaluate_does_not_change_weights_mode_or_global_rng():
+    config = _config()
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.train()
+    before = _snapshot(model)
+    rng_before = torch.get_rng_state()
+    metrics = evaluate(model, _images(), config, CPU)
+    assert set(metrics) == {keys.VAL_LOSS, keys.VAL_MSE, keys.VAL_KL}
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert model.training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert metrics == evaluate(model, _images(), config, CPU)  # deterministic
+    # val/mse is the plain per-pixel MSE of the mean reconstruction in [0, 1].
+    model.eval()
+    x = torch.as_tensor(_images()).float() / 255
+    with torch.autocast("cpu", dtype=torch.bfloat16,
+                        enabled=autocast_dtype("auto", CPU) is not None):
+        recon = model.reconstruct(x.contiguous(memory_format=torch.channels_last)).float()
+    assert metrics[keys.VAL_MSE] == pytest.approx((recon - x).square().mean().item(), rel=1e-4)
+
+
+def test_val_mse_is_in_unit_scale_for_tanh():
+    config = _config(**{"model.output_activation": "tanh", "loss.bce_weight": 0.0,
+                        "loss.mse_weight": 1.0})
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():  # a model that outputs -1 everywhere: black in unit scale
+        model.decoder[-1].weight.zero_()
+        model.decoder[-1].bias.fill_(-50.0)
+    images = _images()
+    metrics = evaluate(model, images, config, CPU)
+    expected = float(((images.astype(np.float64) / 255) ** 2).mean())
+    assert metrics[keys.VAL_MSE] == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_decreases_over_a_few_steps_on_a_fixed_batch():
+    config = _config(**{"train.batch_size": 8, "model.dropout": 0.0})
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = make_optimizer(model, config.train)
+    losses = [train_epoch(model, optimizer, _images(), config, CPU, epoch=e)[keys.TRAIN_LOSS]
+              for e in range(6)]
+    assert losses[-1] < 0.97 * losses[0], losses
+
+
+def test_training_is_reproducible_from_the_seed():
+    def run(seed: int) -> dict[str, float]:
+        config = _config(**{"train.seed": seed, "train.precision": "off"})
+        torch.manual_seed(123)  # same init; the seed only drives order, dropout and z
+        model = build_model(config)
+        metrics = train_epoch(model, make_optimizer(model, config.train), _images(), config, CPU)
+        return {k: v for k, v in metrics.items() if k.startswith("train/") and "_s" not in k}
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+def test_a_nan_raises_non_finite_loss_error_without_updating_weights():
+    config = _config()
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = make_optimizer(model, config.train)
+    with torch.no_grad():
+        model.fc_dec.bias[0] = float("nan")
+    before = _snapshot(model)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite \w+=nan at epoch 3, step 0") as err:
+        train_epoch(model, optimizer, _images(), config, CPU, epoch=3)
+    assert err.value.epoch == 3 and err.value.step == 0 and err.value.term in ("loss", "mse", "bce")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name], ) or name == "fc_dec.bias", name
+    assert not any(p.grad is not None for p in model.parameters())  # no stale NaN gradients
+
+
+def test_precision_and_device_choices():
+    assert autocast_dtype("off", CPU) is None
+    assert autocast_dtype("bf16", CPU) == torch.bfloat16
+    assert autocast_dtype("auto", CPU) in (None, torch.bfloat16)
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        autocast_dtype("fp8", CPU)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert select_device().type == expected
+
+
+def test_weight_decay_selects_adamw_and_images_must_be_uint8():
+    config = _config(**{"train.weight_decay": 0.01})
+    model = build_model(config)
+    optimizer = make_optimizer(model, config.train)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert type(make_optimizer(model, _config().train)) is torch.optim.Adam
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        train_epoch(model, optimizer, _images().astype(np.float32), config, CPU)
