@@ -23,6 +23,7 @@ from torch import nn
 
 from vae.config import ScoreConfig
 from vae.pixels import to_model_input, to_unit
+from vae.train import autocast_dtype
 
 GAUSSIAN_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 
@@ -100,12 +101,6 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _use_bf16(model: nn.Module, device: torch.device) -> bool:
-    # Same rule as training: bf16 autocast on CUDA unless the trial switched it off, or forced.
-    precision = getattr(getattr(model.config, "train", None), "precision", "auto")
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-
 def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
                      score_config: ScoreConfig | None = None, batch_size: int = 64,
                      device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
@@ -122,7 +117,8 @@ def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, 
     device = torch.device(device) if device is not None else _model_device(model)
     model.to(device)
     input_range = config.model.input_range
-    autocast = _use_bf16(model, device)
+    # The trial's own precision rule (bf16 on CUDA, and on CPUs with native bf16, unless off).
+    autocast = autocast_dtype(config.train.precision, device)
     was_training = model.training
     model.eval()
     try:
@@ -130,7 +126,8 @@ def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, 
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start:start + batch_size].to(device, non_blocking=True)
                 x = to_model_input(batch, input_range)  # uint8 crosses the bus, floats do not
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                with torch.autocast(device.type, dtype=autocast or torch.float32,
+                                    enabled=autocast is not None):
                     recon = model.reconstruct(x)
                 yield residual_maps(to_unit(x, input_range), to_unit(recon.float(), input_range),
                                     score_config)

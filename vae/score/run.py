@@ -1,0 +1,208 @@
+"""Score a set of images end to end: ``scores.csv``, ``metrics.json``, overlays, ``summary.json``.
+
+Images stream through one at a time (a strip is cut into patches, patches of several strips are
+scored together so a GPU sees full batches), so memory stays bounded on a full AITEX set. Pixel
+metrics are computed on the stitched strip maps (a defect cut by a patch border stays one region).
+Only the ``max_overlays`` most interesting strips are kept for pictures: defective ones first,
+then the highest-scoring ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import itertools
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vae.data.layouts import Issue
+from vae.data.patches import cut, labels_from_masks
+from vae.score.inputs import Item, Source
+from vae.score.maps import score_patches
+from vae.score.metrics import evaluate_scores
+from vae.score.overlay import save_overlay
+from vae.score.pixel_metrics import PixelSample
+from vae.score.stitch import stitch
+
+logger = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("file", "patch_index", "x", "y", "score", "decision", "label", "fabric",
+               "defect_code")
+SCORES_FILE, METRICS_FILE, SUMMARY_FILE, OVERLAY_DIR = ("scores.csv", "metrics.json",
+                                                        "summary.json", "overlays")
+PROGRESS_SECONDS = 5.0
+OVERLAY_SCALE_QUANTILE = 0.99  # patch scores above it saturate the colour map
+
+
+@dataclass
+class ScoreReport:
+    """What a run did; ``to_dict()`` is ``summary.json``."""
+
+    out_dir: Path
+    images: int = 0
+    patches: int = 0
+    skipped: list[Issue] = field(default_factory=list)
+    notes: list[Issue] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+    overlays: list[str] = field(default_factory=list)
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "patches": self.patches, "threshold": self.threshold,
+                "skipped": [{"file": i.file, "reason": i.reason} for i in self.skipped],
+                "notes": [{"file": i.file, "note": i.reason} for i in self.notes],
+                "files": {"scores": SCORES_FILE,
+                          "metrics": METRICS_FILE if self.metrics is not None else None,
+                          "overlays": self.overlays}}
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf → null: strict JSON parsers reject the bare ``NaN`` Python's json writes."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True) + "\n")
+
+
+@dataclass
+class _Cut:
+    item: Item
+    patches: np.ndarray  # uint8 (n, C, P, P)
+    labels: np.ndarray | None
+    xs: np.ndarray
+    ys: np.ndarray
+
+
+class _Run:
+    """State of one scoring pass: CSV writer, per-patch arrays, pixel sample, overlay heap."""
+
+    def __init__(self, model: nn.Module, out: Path, writer: Any, *, threshold: float | None,
+                 batch_size: int, device: torch.device | str | None, max_overlays: int) -> None:
+        self.model, self.out, self.writer, self.threshold = model, out, writer, threshold
+        self.batch_size, self.device, self.max_overlays = batch_size, device, max_overlays
+        self.scores: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.files: list[np.ndarray] = []
+        self.fabrics: list[np.ndarray] = []
+        self.pixels = PixelSample()
+        self.heap: list[tuple[tuple[int, float], int, Item, np.ndarray]] = []
+        self.counter = itertools.count()
+
+    def flush(self, pending: list[_Cut]) -> None:
+        if not pending:
+            return
+        scores, maps = score_patches(self.model, np.concatenate([c.patches for c in pending]),
+                                     batch_size=self.batch_size, device=self.device)
+        start = 0
+        for part in pending:
+            end = start + len(part.patches)
+            self._strip(part, scores[start:end], maps[start:end])
+            start = end
+        pending.clear()
+
+    def _strip(self, part: _Cut, scores: np.ndarray, maps: np.ndarray) -> None:
+        item = part.item
+        decisions = [""] * len(scores) if self.threshold is None \
+            else (scores > self.threshold).astype(int).tolist()
+        labels = [""] * len(scores) if part.labels is None else part.labels.tolist()
+        for i, (x, y, score) in enumerate(zip(part.xs, part.ys, scores, strict=True)):
+            self.writer.writerow([item.file, i, int(x), int(y), f"{score:.9g}", decisions[i],
+                                  labels[i], item.fabric, item.defect_code])
+        self.scores.append(scores)
+        self.files.append(np.full(len(scores), item.file, dtype=object))
+        self.fabrics.append(np.full(len(scores), item.fabric, dtype=object))
+        strip_map = stitch(maps, part.xs, part.ys, item.image.shape[1:])
+        if part.labels is not None:
+            self.labels.append(part.labels)
+            self.pixels.add(strip_map, item.mask)
+        if self.max_overlays > 0:
+            defective = int(item.mask is not None and bool(item.mask.any()))
+            entry = ((defective, float(scores.max())), next(self.counter), item, strip_map)
+            if len(self.heap) < self.max_overlays:
+                heapq.heappush(self.heap, entry)
+            else:
+                heapq.heappushpop(self.heap, entry)
+
+    def write_overlays(self) -> list[str]:
+        if not self.heap or not self.scores:
+            return []
+        vmax = float(np.quantile(np.concatenate(self.scores), OVERLAY_SCALE_QUANTILE))
+        ranked = sorted(self.heap, key=lambda e: (e[0], -e[1]), reverse=True)
+        names = []
+        for rank, (_, _, item, strip_map) in enumerate(ranked):
+            name = f"{OVERLAY_DIR}/{rank:03d}_{Path(item.file).stem}.png"
+            save_overlay(self.out / name, item.image, strip_map, vmax, item.mask)
+            names.append(name)
+        return names
+
+
+def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
+                 threshold: float | None = None, batch_size: int = 64,
+                 device: torch.device | str | None = None, stride: int | None = None,
+                 min_defect_pixels: int = 1, max_overlays: int = 20) -> ScoreReport:
+    """Score every image of ``source`` with ``model`` (its own ``config.score``) into ``out_dir``.
+
+    ``threshold`` (e.g. from the model's ``calibration.json``) fills the ``decision`` column
+    (1 = anomalous: score > threshold). Bad images are skipped and listed, never fatal.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    patch_size = model.config.model.image_size
+    stride = stride or patch_size
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= patch_size:
+        raise ValueError(f"stride={stride!r} is invalid; allowed: an integer in [1, {patch_size}] "
+                         "(a larger stride would leave pixels unscored)")
+    report = ScoreReport(out_dir=out, skipped=list(source.skipped), threshold=threshold)
+    started = last_log = time.monotonic()
+    with open(out / SCORES_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        run = _Run(model, out, writer, threshold=threshold, batch_size=batch_size,
+                   device=device, max_overlays=max_overlays)
+        pending: list[_Cut] = []
+        for number, entry in enumerate(source.items, start=1):
+            if isinstance(entry, Issue):
+                logger.warning("skipping %s: %s", entry.file, entry.reason)
+                report.skipped.append(entry)
+            else:
+                mask = entry.mask if entry.mask is not None else \
+                    np.zeros(entry.image.shape[1:], dtype=bool)
+                patches, masks, xs, ys = cut(entry.image, mask, patch_size, stride)
+                labels = None if entry.mask is None else labels_from_masks(
+                    masks.reshape(len(masks), -1).sum(1), min_defect_pixels)
+                pending.append(_Cut(entry, patches, labels, xs, ys))
+                report.images += 1
+                report.patches += len(patches)
+                if sum(len(c.patches) for c in pending) >= batch_size:
+                    run.flush(pending)
+            now = time.monotonic()
+            if now - last_log > PROGRESS_SECONDS or number == source.total:
+                logger.info("scored %d/%d images, %d patches (%.1f patches/s)", number,
+                            source.total, report.patches,
+                            report.patches / max(now - started, 1e-9))
+                last_log = now
+        run.flush(pending)
+    report.notes = list(source.notes)
+    if source.labelled and run.labels:
+        report.metrics = evaluate_scores(
+            np.concatenate(run.scores), np.concatenate(run.labels),
+            strips=np.concatenate(run.files), fabrics=np.concatenate(run.fabrics),
+            pixels=run.pixels)
+        write_json(out / METRICS_FILE, report.metrics)
+    report.overlays = run.write_overlays()
+    write_json(out / SUMMARY_FILE, report.to_dict())
+    return report
