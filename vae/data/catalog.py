@@ -26,6 +26,7 @@ def build_catalog(scan: Scan, config: DataConfig) -> tuple[PatchSet, DataSummary
     summary = DataSummary(format=config.format, root=str(scan.root),
                           patch_size=config.patch_size, stride=int(config.stride))
     for issue in scan.skipped:
+        logger.warning("skipping %s: %s", issue.file, issue.reason)
         summary.skip(issue)
     for issue in scan.notes:
         summary.note(issue)

@@ -43,6 +43,9 @@ def load_catalog(config: DataConfig) -> tuple[PatchSet, DataSummary]:
             logger.info("patch cache hit: %s (%d patches)", directory, len(catalog))
             summary.cache = {"hit": True, "path": str(directory)}
             summary.patches = {"total": len(catalog), "anomalous": int(catalog.labels.sum())}
+            if summary.skipped:
+                logger.warning("%d file(s) were skipped when this cache was built; "
+                               "`aitexvae data check` lists them", len(summary.skipped))
             return catalog, summary
     logger.info("decoding %d strips under %s", len(found.sources), found.root)
     catalog, summary = build_catalog(found, config)

@@ -44,7 +44,7 @@ class PatchSet:
     def __post_init__(self) -> None:
         n = len(self.images)
         if self.defect_pixels is None:
-            self.defect_pixels = self.masks.reshape(n, -1).sum(1).astype(np.int32)
+            self.defect_pixels = self.masks.sum(axis=(1, 2), dtype=np.int32)
         for name in ("masks", "labels", "x", "y", "strip_index", "synthetic", "defect_pixels"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"PatchSet.{name} has {len(getattr(self, name))} rows, "
