@@ -171,3 +171,21 @@ def test_folder_layout(tmp_path):
     assert [s["file"] for s in summary.skipped] == ["test/hole/001.png"]
     hints = {s.strip: s.split_hint for s in patches.strips}
     assert hints["test/good/000"] == "test" and hints["train/good/001"] == "train"
+
+
+def test_unreadable_mask_skips_its_strip_and_16_bit_images_are_scaled(tmp_path):
+    rng = np.random.default_rng(3)
+    save(texture(rng), tmp_path / "NODefect_images/r/0001_000_00.png")
+    wide = (texture(rng).astype(np.uint16) * 257)
+    Image.fromarray(wide).save(tmp_path / "NODefect_images/r/0002_000_00.png")  # mode I;16
+    save(texture(rng), tmp_path / "Defect_images/0003_002_00.png")
+    (tmp_path / "Mask_images").mkdir()
+    (tmp_path / "Mask_images/0003_002_00_mask.png").write_bytes(b"")
+    patches, summary = load_catalog(_config(tmp_path))
+    assert summary.skipped == [{"file": "Defect_images/0003_002_00.png",
+                                "reason": "its mask Mask_images/0003_002_00_mask.png is "
+                                          "unreadable: empty file (0 bytes)"}]
+    rows = np.flatnonzero(np.char.endswith(patches.strip, "0002_000_00"))
+    assert np.array_equal(np.concatenate(patches.images[rows, 0], axis=1), wide // 257)
+    assert ("NODefect_images/r/0002_000_00.png", "converted from mode I;16") in {
+        (n["file"], n["note"]) for n in summary.notes}

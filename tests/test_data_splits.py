@@ -77,3 +77,12 @@ def test_patchset_helpers(aitex):
     assert len(sub) == 2 and sub.x.tolist() == [test.x[3], test.x[1]]
     assert sub.strips is test.strips
     assert test.strip_shape(test.strip[0]) == (32, 256)
+
+
+def test_splits_pickle_for_the_object_store(aitex):
+    import pickle
+
+    splits = _splits(aitex)
+    copy = pickle.loads(pickle.dumps(splits))
+    assert np.array_equal(copy.val.images, splits.val.images)
+    assert copy.test.strips == splits.test.strips and copy.summary == splits.summary
