@@ -1,0 +1,140 @@
+"""The launcher's view of Ray and of the storage path: connect, check resources, read/write files.
+
+Part of the launcher (it calls ``ray.init``): split out so that ``launcher.py`` stays about the
+Tuner. Storage paths may be local directories or URIs (``s3://``, ``gs://``); small files go
+through ``pyarrow.fs`` for the latter, exactly as Tune itself writes there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import ray
+
+from vae.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+AUTH_HINT = ("if the cluster uses token authentication (the default for `ray start` in Ray 2.60), "
+             "export the same RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH as its nodes")
+
+
+class ClusterError(ConfigError):
+    """Ray could not be reached, or cannot run a trial as asked."""
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    address: str | None  # None: a local Ray started (or found) in this process
+    nodes: int
+    cpus: float
+    gpus: float
+    max_node_cpus: float
+
+
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address={address!r} is invalid; allowed: 'auto' or host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ClusterError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}"
+                           " (is `ray start --head` running there, and the port open?)") from None
+
+
+def connect(address: str | None) -> tuple[ClusterInfo, bool]:
+    """Join ``address`` ("auto", host:port) or start a local Ray; returns (info, started_here).
+
+    A Ray already initialised in this process (a test, a notebook) is used as it is.
+    """
+    started = False
+    if not ray.is_initialized():
+        if address and address != "auto" and not address.startswith("ray://"):
+            _reachable(address)  # fail in seconds with a clear message, not after Ray's retries
+        try:
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+            raise ClusterError(f"cannot connect to {where}: {error}; {AUTH_HINT}") from None
+        started = True
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    info = ClusterInfo(address=address, nodes=len(nodes), cpus=float(total.get("CPU", 0)),
+                       gpus=float(total.get("GPU", 0)),
+                       max_node_cpus=max((float(n["Resources"].get("CPU", 0)) for n in nodes),
+                                         default=0.0))
+    log.info("Ray: %d node(s), %g CPU(s), %g GPU(s)", info.nodes, info.cpus, info.gpus)
+    return info, started
+
+
+def check_resources(info: ClusterInfo, settings) -> float:
+    """Fail if one trial cannot fit on any node; return the GPUs per trial to request."""
+    if settings.cpus_per_trial > info.max_node_cpus:
+        raise ClusterError(f"--cpus-per-trial={settings.cpus_per_trial:g} but the largest node "
+                           f"has {info.max_node_cpus:g} CPU(s); a trial runs on one node")
+    gpus = settings.gpus_per_trial
+    if gpus is None:
+        return 1.0 if info.gpus > 0 else 0.0
+    if gpus > 0 and info.gpus == 0:
+        raise ClusterError(f"--gpus-per-trial={gpus:g} but the cluster has no GPU; use "
+                           "--gpus-per-trial 0 (CPU) or a cluster with GPUs")
+    return float(gpus)
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def warn_about_storage(info: ClusterInfo, storage_path: str) -> None:
+    if info.nodes > 1 and not is_uri(storage_path):
+        log.warning(
+            "this Ray cluster has %d nodes but --storage-path %s is a local directory: trials on "
+            "other nodes write their checkpoints to *their own* disk, where neither this driver "
+            "nor --resume can find them. Use storage every node shares: a path on a shared "
+            "file system mounted at the same place on every node, or cloud storage "
+            "(s3://bucket/path, gs://bucket/path).", info.nodes, storage_path)
+
+
+# -- small files on local or remote storage ------------------------------------------------------
+def _fs(path: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(path)
+
+
+def join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}" if is_uri(base) else os.path.join(base, name)
+
+
+def exists(path: str) -> bool:
+    if not is_uri(path):
+        return os.path.exists(path)
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+
+
+def read_text(path: str) -> str:
+    if not is_uri(path):
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    fs, inner = _fs(path)
+    with fs.open_input_stream(inner) as stream:
+        return stream.read().decode("utf-8")
+
+
+def write_text(path: str, text: str) -> None:
+    if not is_uri(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+        return
+    fs, inner = _fs(path)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as stream:
+        stream.write(text.encode("utf-8"))

@@ -1,0 +1,214 @@
+"""Build and run (or resume) a search on Ray Tune: ``prepare`` validates everything and loads the
+data, ``run`` builds the Tuner and returns the summary.
+
+Two steps so that a caller (``aitexvae tune``) can build its tracking callback between them: the
+callback needs the search name, the resolved settings, the validation patches and the storage
+path, all of which ``prepare`` resolves — before any trial starts, and before anything is
+written. Nothing here prints; the CLI decides what the user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from search import cluster
+from search.report import SearchSummary, summarize
+from search.searcher import SpaceSearcher, make_sampler
+from search.settings import SETTINGS_FILE, SearchSettings
+from search.space import SearchSpace, SpaceError
+from search.space_check import check_space
+from search.space_file import load_space_file
+from search.trainable import TrialData, train_vae
+from vae import keys
+from vae.config import ConfigError
+from vae.data import DataError, Splits, load_splits
+
+log = logging.getLogger(__name__)
+
+# Tune snapshots the experiment state (which checkpoint each trial reached) at most this often;
+# a driver killed between snapshots redoes the epochs since the last one. Tune's "auto" waits
+# >= 10 s; our epochs take seconds, and a snapshot of a few dozen trials costs milliseconds.
+EXPERIMENT_SNAPSHOT_S = "1"
+
+
+class SearchError(ValueError):
+    """A search that cannot start (bad settings, data, space, cluster); the message says why."""
+
+
+@dataclass
+class PreparedSearch:
+    """Everything resolved and checked; nothing started but (maybe) a connection to Ray."""
+
+    settings: SearchSettings  # resolved: named, absolute paths
+    space: SearchSpace | None  # None when resuming (the searcher's saved state holds it)
+    splits: Splits
+    experiment_path: str
+    resuming: bool
+    cluster: cluster.ClusterInfo
+    started_ray: bool = False
+    gpus_per_trial: float = 0.0
+
+    @property
+    def searched_keys(self) -> list[str]:
+        return self.space.searched_keys() if self.space else \
+            list(self.settings_json().get("searched_keys", []))
+
+    def settings_json(self) -> dict[str, Any]:
+        path = os.path.join(self.experiment_path, SETTINGS_FILE)
+        return json.loads(cluster.read_text(path)) if cluster.exists(path) else {}
+
+
+@dataclass
+class SearchOutcome:
+    prepared: PreparedSearch
+    results: Any  # ray.tune.ResultGrid
+    summary: SearchSummary
+
+    @property
+    def unfinished(self) -> int:
+        """Trials neither done nor errored (an interrupted search), plus those never started."""
+        open_trials = sum(1 for r in self.results
+                          if r.error is None and not (r.metrics or {}).get("done"))
+        return open_trials + max(0, self.prepared.settings.num_samples - len(self.results))
+
+
+def _space_for(settings: SearchSettings) -> SearchSpace:
+    space = load_space_file(settings.space_file) if settings.space_file else SearchSpace()
+    check_space(space, settings.base_config())
+    return space
+
+
+def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch:
+    """Validate space, data, storage and cluster, load the data once; raise ``SearchError``."""
+    settings = settings.resolved()
+    experiment_path = cluster.join(settings.storage_path, settings.name)
+    try:
+        if resume:
+            settings = _saved_settings(experiment_path, settings)
+            space = None
+        else:
+            if cluster.exists(experiment_path):
+                raise SearchError(f"a search named {settings.name!r} already exists in "
+                                  f"{experiment_path}; continue it with --resume "
+                                  f"{settings.name} or choose another --name")
+            space = _space_for(settings)
+        if settings.data_root is not None and not os.access(settings.data_root, os.R_OK | os.X_OK):
+            raise SearchError(f"--data-root {settings.data_root!r} is not a readable directory")
+        splits = load_splits(settings.data_config())
+        if not len(splits.val) or len(set(splits.val.labels.tolist())) < 2:
+            raise SearchError(f"the validation split has {len(splits.val)} patches; val/auroc "
+                              "needs held-out normal patches (give more defect-free strips)")
+    except (SpaceError, ConfigError, DataError) as error:
+        raise SearchError(str(error)) from None
+    try:
+        info, started = cluster.connect(settings.address)
+    except cluster.ClusterError as error:
+        raise SearchError(str(error)) from None
+    try:
+        gpus = cluster.check_resources(info, settings)
+        cluster.warn_about_storage(info, settings.storage_path)
+    except cluster.ClusterError as error:
+        if started:
+            ray.shutdown()
+        raise SearchError(str(error)) from None
+    return PreparedSearch(settings, space, splits, experiment_path, resume, info, started, gpus)
+
+
+def _saved_settings(experiment_path: str, given: SearchSettings) -> SearchSettings:
+    path = os.path.join(experiment_path, SETTINGS_FILE)
+    if not tune.Tuner.can_restore(experiment_path) or not cluster.exists(path):
+        raise SearchError(f"nothing to resume at {experiment_path}: no search was started there "
+                          "(check --name/--resume and --storage-path)")
+    saved = SearchSettings.from_dict(json.loads(cluster.read_text(path))["settings"])
+    runtime = {k: getattr(given, k) for k in ("address", "storage_path", "tracking",
+                                               "tracking_uri", "experiment", "verbose")}
+    return saved.for_resume(runtime)
+
+
+def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
+    settings = prepared.settings
+    trainable = tune.with_parameters(train_vae, data=TrialData.from_splits(prepared.splits))
+    trainable = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial,
+                                                "gpu": prepared.gpus_per_trial})
+    if prepared.resuming:
+        tuner = tune.Tuner.restore(prepared.experiment_path, trainable, resume_errored=True)
+        if callbacks:  # fresh callbacks (e.g. tracking) replace the ones pickled at launch
+            tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+        return tuner
+    if prepared.space is None:
+        raise SearchError("a new search needs its space; prepare() resolves it")
+    scheduler = (ASHAScheduler(time_attr=keys.EPOCH, max_t=settings.max_epochs,
+                               grace_period=settings.grace_period,
+                               reduction_factor=settings.reduction_factor)
+                 if settings.scheduler == "asha" else FIFOScheduler())
+    searcher = SpaceSearcher(prepared.space, make_sampler(settings.search_alg, settings.seed,
+                                                          settings.num_samples),
+                             metric=keys.OBJECTIVE, mode=keys.OBJECTIVE_MODE)
+    tune_config = tune.TuneConfig(
+        metric=keys.OBJECTIVE, mode=keys.OBJECTIVE_MODE, search_alg=searcher,
+        scheduler=scheduler, num_samples=settings.num_samples,
+        max_concurrent_trials=settings.max_concurrent_trials or None,
+        trial_dirname_creator=trial_dirname)
+    run_config = tune.RunConfig(
+        name=settings.name, storage_path=settings.storage_path, callbacks=list(callbacks),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=settings.keep_checkpoints, checkpoint_score_attribute=keys.OBJECTIVE,
+            checkpoint_score_order=keys.OBJECTIVE_MODE),
+        verbose=settings.verbose)
+    return tune.Tuner(trainable, param_space=settings.base_config(_channels(prepared.splits)),
+                      tune_config=tune_config, run_config=run_config)
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _channels(splits: Splits) -> int:
+    return int(splits.train.images.shape[1])
+
+
+def _write_settings(prepared: PreparedSearch) -> None:
+    document = {"settings": prepared.settings.to_dict(), "searched_keys": prepared.searched_keys,
+                "space": prepared.space.describe() if prepared.space else None}
+    cluster.write_text(os.path.join(prepared.experiment_path, SETTINGS_FILE),
+                       json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
+        on_search_end: Callable[[SearchOutcome], None] | None = None) -> SearchOutcome:
+    """Run (or resume) the search; shut down a Ray we started, whatever happens."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)
+    try:
+        tuner = build_tuner(prepared, callbacks)
+        if not prepared.resuming:
+            _write_settings(prepared)
+        results = tuner.fit()
+        outcome = SearchOutcome(prepared, results, summarize(results))
+        if on_search_end is not None:
+            on_search_end(outcome)
+        return outcome
+    finally:
+        shutdown(prepared)
+
+
+def shutdown(prepared: PreparedSearch) -> None:
+    """Stop the local Ray that ``prepare`` started (a joined cluster keeps running)."""
+    if prepared.started_ray and ray.is_initialized():
+        ray.shutdown()
+
+
+def search(settings: SearchSettings, *, resume: bool = False,
+           callbacks: Sequence[tune.Callback] = (),
+           on_search_end: Callable[[SearchOutcome], None] | None = None) -> SearchOutcome:
+    """``prepare`` then ``run``: the whole search from Python."""
+    return run(prepare(settings, resume=resume), callbacks=callbacks, on_search_end=on_search_end)

@@ -1,0 +1,124 @@
+"""The end-of-search summary: rank trials by their best ``val/auroc``, pick the winner, say what
+to run next.
+
+Trials that reported a non-finite loss or metric are never ranked (``nonfinite`` in any report),
+whatever they reported before; trials without a finite ``val/auroc`` are listed but not ranked.
+Works on anything shaped like Ray's ``ResultGrid`` (an iterable of ``Result``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.keys import NONFINITE
+from vae import keys
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    trial_id: str
+    status: str  # "ok", "nonfinite", "error", "no result"
+    best_auroc: float  # NaN when the trial never reported a finite val/auroc
+    best_epoch: int | None
+    epochs: int  # highest epoch reported
+    config: dict[str, Any]
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    checkpoint_path: str | None = None  # the checkpoint of the best epoch
+    path: str | None = None
+    error: str | None = None
+
+    @property
+    def ranked(self) -> bool:
+        return self.status in ("ok", "error") and math.isfinite(self.best_auroc) \
+            and self.checkpoint_path is not None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def summarize_result(result: Any) -> TrialSummary:
+    """One Ray ``Result`` → its best epoch by ``val/auroc`` and where its checkpoint is."""
+    metrics = dict(result.metrics or {})
+    frame = result.metrics_dataframe
+    rows = frame.to_dict("records") if frame is not None and len(frame) else \
+        ([metrics] if metrics else [])
+    nonfinite = any(_finite(r.get(NONFINITE)) and r.get(NONFINITE) > 0 for r in rows)
+    finite = [r for r in rows if _finite(r.get(keys.VAL_AUROC))]
+    best = max(finite, key=lambda r: r[keys.VAL_AUROC]) if finite else {}
+    epochs = [int(r[keys.EPOCH]) for r in rows if _finite(r.get(keys.EPOCH))]
+    checkpoint = None
+    if best and not nonfinite and result.best_checkpoints:
+        checkpoint = result.get_best_checkpoint(keys.VAL_AUROC, keys.OBJECTIVE_MODE).path
+    status = "nonfinite" if nonfinite else "error" if result.error else \
+        "ok" if rows else "no result"
+    config = {k: v for k, v in (metrics.get("config") or {}).items()}
+    return TrialSummary(
+        trial_id=str(metrics.get("trial_id", "?")), status=status,
+        best_auroc=float(best.get(keys.VAL_AUROC, math.nan)),
+        best_epoch=int(best[keys.EPOCH]) if best.get(keys.EPOCH) is not None else None,
+        epochs=max(epochs, default=0), config=config,
+        best_metrics={k: v for k, v in best.items() if k.startswith(("train/", "val/"))},
+        checkpoint_path=checkpoint, path=result.path,
+        error=str(result.error).splitlines()[0][:300] if result.error else None)
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    trials: list[TrialSummary]  # ranked first (best first), then the rest
+
+    @property
+    def winner(self) -> TrialSummary | None:
+        return self.trials[0] if self.trials and self.trials[0].ranked else None
+
+    def count(self, status: str) -> int:
+        return sum(t.status == status for t in self.trials)
+
+
+def summarize(results: Iterable[Any]) -> SearchSummary:
+    trials = [summarize_result(r) for r in results]
+    ranked = sorted((t for t in trials if t.ranked), key=lambda t: -t.best_auroc)
+    rest = [t for t in trials if not t.ranked]
+    return SearchSummary(ranked + rest)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_summary(summary: SearchSummary, searched_keys: Sequence[str], *, top: int = 5,
+                   next_commands: Sequence[str] = ()) -> str:
+    """The text printed after Ray's trial table."""
+    lines = [f"\nSearch finished: {len(summary.trials)} trials — "
+             f"{summary.count('ok')} ok, {summary.count('nonfinite')} stopped non-finite, "
+             f"{summary.count('error')} errored."]
+    columns = [k for k in searched_keys if any(k in t.config for t in summary.trials)]
+    header = ["rank", "trial", "val/auroc", "epoch"] + [c.split(".", 1)[1] for c in columns]
+    table = [header]
+    for rank, trial in enumerate(summary.trials[:top], start=1):
+        label = str(rank) if trial.ranked else trial.status
+        table.append([label, trial.trial_id, _short(trial.best_auroc),
+                      f"{trial.best_epoch or '-'}/{trial.epochs}"]
+                     + [_short(trial.config.get(c, "-")) for c in columns])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines.append(f"\nTop {min(top, len(summary.trials))} trials by best val/auroc:")
+    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+              for row in table]
+    winner = summary.winner
+    if winner is None:
+        lines.append("\nNo trial produced a finite val/auroc; nothing to pick.")
+        return "\n".join(lines)
+    lines.append(f"\nWinner: trial {winner.trial_id}, val/auroc {winner.best_auroc:.4f} at epoch "
+                 f"{winner.best_epoch}")
+    lines += [f"  {k} = {_short(v)}" for k, v in sorted(winner.config.items())]
+    lines.append("  metrics at that epoch: " + ", ".join(
+        f"{k} {_short(v)}" for k, v in sorted(winner.best_metrics.items())))
+    lines.append(f"  checkpoint: {winner.checkpoint_path}")
+    lines.append("\nNext:")
+    commands = list(next_commands) or [
+        f"python -c \"import vae; model = vae.load('{winner.checkpoint_path}')\""]
+    lines += [f"  {c}" for c in commands]
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""``SearchSettings``: everything ``aitexvae tune`` takes, typed, frozen and validated in one place.
+
+The settings are saved beside the experiment (``aitexvae_search.json``) so that
+``--resume NAME`` continues with exactly the data, space and budget of the original search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vae.config import ConfigError
+from vae.data.config import SMALL_SYNTHETIC_HEIGHT, DataConfig
+
+SCHEDULERS = ("asha", "fifo")
+SEARCH_ALGORITHMS = ("random", "optuna")
+DATA_FORMATS = ("synthetic", "aitex", "folder")
+SETTINGS_FILE = "aitexvae_search.json"
+# The embedded default (synthetic data, this 2-core CPU): >= 8 trials in a few minutes.
+SYNTHETIC_DEFAULTS = {"image_size": 64, "num_samples": 12, "max_epochs": 8}
+REAL_DEFAULTS = {"image_size": 256, "num_samples": 20, "max_epochs": 30}
+# Flags that may change on --resume (where and how to run, not what to search).
+RUNTIME_FIELDS = ("address", "storage_path", "max_failures", "tracking", "tracking_uri",
+                  "experiment", "verbose")
+
+
+def _positive_int(name: str, value: object, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"--{name.replace('_', '-')}={value!r} is invalid; allowed: an "
+                          f"integer >= {low}")
+
+
+def _number(name: str, value: object, low: float, *, strict: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or (value <= low if strict else value < low):
+        raise ConfigError(f"--{name.replace('_', '-')}={value!r} is invalid; allowed: a number "
+                          f"{'>' if strict else '>='} {low}")
+
+
+def default_name() -> str:
+    return time.strftime("tune-%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """One search: data, budget, scheduler, search algorithm, resources, storage, tracking.
+
+    ``None`` for ``image_size``, ``num_samples`` and ``max_epochs`` means "the default for the
+    data": small and quick on the synthetic set, 256x256 on real data.
+    """
+
+    name: str | None = None
+    data_root: str | None = None  # None: the embedded synthetic set (generated on first use)
+    data_format: str = "synthetic"
+    image_size: int | None = None
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    scheduler: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    search_alg: str = "random"
+    space_file: str | None = None
+    seed: int = 0
+    max_concurrent_trials: int = 0  # 0: as many as the resources allow
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 1 on a cluster with GPUs, else 0
+    max_failures: int = 2
+    keep_checkpoints: int = 2
+    address: str | None = None  # None: start a local Ray; "auto" or host:port: join a cluster
+    storage_path: str = "ray_results"
+    tracking: bool = True
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        if self.data_format not in DATA_FORMATS:
+            raise ConfigError(f"--format={self.data_format!r} is invalid; choose one of "
+                              f"{list(DATA_FORMATS[1:])} (omit --data-root for the synthetic set)")
+        if (self.data_format == "synthetic") != (self.data_root is None):
+            raise ConfigError("--data-root and --format go together: give both for real data "
+                              "(--format aitex|folder), neither for the synthetic set")
+        defaults = SYNTHETIC_DEFAULTS if self.data_root is None else REAL_DEFAULTS
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)  # resolve once, stay frozen
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
+                or self.image_size < 32 or self.image_size % 16:
+            raise ConfigError(f"--image-size={self.image_size!r} is invalid; allowed: a multiple "
+                              "of 16 that is >= 32 (the encoder halves it 4 times)")
+        _positive_int("num_samples", self.num_samples)
+        _positive_int("max_epochs", self.max_epochs)
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"--scheduler={self.scheduler!r} is invalid; choose one of "
+                              f"{list(SCHEDULERS)}")
+        _positive_int("grace_period", self.grace_period)
+        if self.scheduler == "asha" and self.grace_period > self.max_epochs:
+            raise ConfigError(f"--grace-period={self.grace_period} exceeds --max-epochs="
+                              f"{self.max_epochs}; ASHA would never stop a trial early")
+        _number("reduction_factor", self.reduction_factor, 1.0, strict=True)
+        if self.search_alg not in SEARCH_ALGORITHMS:
+            raise ConfigError(f"--search-alg={self.search_alg!r} is invalid; choose one of "
+                              f"{list(SEARCH_ALGORITHMS)}")
+        _positive_int("seed", self.seed, 0)
+        _positive_int("max_concurrent_trials", self.max_concurrent_trials, 0)
+        _number("cpus_per_trial", self.cpus_per_trial, 0.0, strict=True)
+        if self.gpus_per_trial is not None:
+            _number("gpus_per_trial", self.gpus_per_trial, 0.0, strict=False)
+            if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
+                raise ConfigError(f"--gpus-per-trial={self.gpus_per_trial} is invalid; a "
+                                  "fraction of one GPU (e.g. 0.25) or a whole number")
+        _positive_int("max_failures", self.max_failures, 0)
+        _positive_int("keep_checkpoints", self.keep_checkpoints)
+        if self.name is not None and (not self.name or "/" in self.name
+                                      or self.name in (".", "..")):
+            raise ConfigError(f"--name={self.name!r} is invalid; allowed: a directory name "
+                              "without '/'")
+        if self.space_file is not None and not Path(self.space_file).is_file():
+            raise ConfigError(f"--space={self.space_file!r}: no such file")
+
+    # -- derived -------------------------------------------------------------------------------
+    @property
+    def synthetic(self) -> bool:
+        return self.data_root is None
+
+    def data_config(self) -> DataConfig:
+        """Patches of ``image_size`` (the model's input size) from the chosen data set."""
+        if self.synthetic:
+            full = self.image_size > SMALL_SYNTHETIC_HEIGHT  # the small set's strips are 64 high
+            return DataConfig(format="synthetic", patch_size=self.image_size, synthetic_full=full)
+        return DataConfig(format=self.data_format, root=str(Path(self.data_root).expanduser()),
+                          patch_size=self.image_size)
+
+    def base_config(self, in_channels: int = 1) -> dict[str, Any]:
+        """Config keys every trial shares (Ray's ``param_space``; the space fills the rest)."""
+        return {"model.image_size": self.image_size, "model.in_channels": in_channels,
+                "train.num_epochs": self.max_epochs, "train.seed": self.seed}
+
+    def resolved(self) -> SearchSettings:
+        """A name (default: a timestamp) and absolute paths, as saved beside the experiment."""
+        space = str(Path(self.space_file).resolve()) if self.space_file else None
+        root = str(Path(self.data_root).expanduser().resolve()) if self.data_root else None
+        return dataclasses.replace(self, name=self.name or default_name(), space_file=space,
+                                   data_root=root, storage_path=self.storage_uri())
+
+    def storage_uri(self) -> str:
+        """Absolute local path or a URI (``s3://``, ``gs://``, ``file://``) as given."""
+        if "://" in self.storage_path:
+            return self.storage_path
+        return str(Path(self.storage_path).expanduser().resolve())
+
+    # -- (de)serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown search setting(s) {unknown}; valid: {sorted(names)}")
+        return cls(**data)
+
+    def for_resume(self, runtime: Mapping[str, Any]) -> SearchSettings:
+        """These (saved) settings with only the runtime fields replaced."""
+        changes = {k: v for k, v in runtime.items() if k in RUNTIME_FIELDS}
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,136 @@
+"""Search-space override files (``aitexvae tune --space FILE``).
+
+The file is a YAML mapping whose keys are dotted config keys (``VAEConfig.valid_keys()``); each
+value is either a fixed value or one distribution::
+
+    model.latent_dim: {choice: [16, 32, 64]}      # one of the listed values
+    model.dropout: {uniform: [0.0, 0.3]}          # float, low <= x <= high
+    train.learning_rate: {loguniform: [1e-4, 1e-2]}  # float, uniform in log space, low > 0
+    train.batch_size: {randint: [8, 32]}          # integer, both ends included
+    model.rank: {lograndint: [1, 16]}             # integer, log scale, both ends included
+    loss.kl_weight: 0.5                           # fixed for every trial
+
+A key in the file replaces that key's default distribution; every other key keeps its default.
+Naming any of ``loss.mse_weight``, ``loss.bce_weight``, ``loss.fft_weight`` replaces the default
+loss mix: the weights you name are used as given, those you do not name are 0. Keys set by
+command-line flags (image size, epochs, seed, channels) are rejected here, naming the flag.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.space import Choice, Distribution, Fixed, RandInt, SearchSpace, SpaceError, Uniform
+from vae.config import VAEConfig
+
+FLAG_KEYS = {"model.image_size": "--image-size", "model.in_channels": "the data (its channels)",
+             "train.num_epochs": "--max-epochs", "train.seed": "--seed"}
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
+# YAML 1.1 (PyYAML) reads "1e-4" as a string: numbers written that way are accepted as numbers.
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        number = float(value)
+        return int(number) if number.is_integer() and re.fullmatch(r"[+-]?\d+", value.strip()) \
+            else number
+    return value
+
+
+def parse_distribution(key: str, raw: Any) -> Distribution:
+    """One value of the file → a distribution; errors name the key and what is allowed."""
+    if isinstance(raw, dict):
+        if len(raw) != 1 or next(iter(raw)) not in DISTRIBUTIONS:
+            raise SpaceError(f"search space key {key!r}: {raw!r} is not a distribution; write "
+                             f"one of {list(DISTRIBUTIONS)} as {{name: [...]}}, or a fixed value")
+        name, args = next(iter(raw.items()))
+        if not isinstance(args, list):
+            raise SpaceError(f"search space key {key!r}: {name} needs a list, got {args!r}")
+        args = [_number(a) for a in args]
+        if name == "choice":
+            return _choice(key, args)
+        return _range(key, name, args)
+    if isinstance(raw, list):
+        raise SpaceError(f"search space key {key!r}: a bare list {raw!r} is ambiguous; write "
+                         f"{{choice: {raw!r}}} to search over it")
+    if raw is None or not isinstance(raw, str | int | float | bool):
+        raise SpaceError(f"search space key {key!r}: fixed value {raw!r} is not a number, "
+                         "string or boolean")
+    return Fixed(_number(raw))
+
+
+def _choice(key: str, values: list[Any]) -> Distribution:
+    if not values:
+        raise SpaceError(f"search space key {key!r}: empty choice; list at least one value")
+    for value in values:
+        if value is None or not isinstance(value, str | int | float | bool):
+            raise SpaceError(f"search space key {key!r}: choice value {value!r} is not a "
+                             "number, string or boolean")
+    if len(set(values)) != len(values):
+        raise SpaceError(f"search space key {key!r}: choice {values!r} lists a value twice")
+    return Choice(tuple(values)) if len(values) > 1 else Fixed(values[0])
+
+
+def _range(key: str, name: str, args: list[Any]) -> Distribution:
+    integer = name.endswith("randint")
+    kind = "integers" if integer else "numbers"
+    if len(args) != 2 or not all(isinstance(a, int | float) and not isinstance(a, bool)
+                                 and math.isfinite(a) for a in args):
+        raise SpaceError(f"search space key {key!r}: {name} needs [low, high] ({kind}), "
+                         f"got {args!r}")
+    low, high = args
+    log = name.startswith("log")
+    if integer and not all(float(a).is_integer() for a in args):
+        raise SpaceError(f"search space key {key!r}: {name} needs integer bounds, got {args!r}")
+    if low > high or (low == high and not integer):
+        raise SpaceError(f"search space key {key!r}: {name} needs low < high, got {args!r}")
+    if log and low <= 0:
+        raise SpaceError(f"search space key {key!r}: {name} needs low > 0, got {args!r}")
+    if integer:
+        return RandInt(int(low), int(high), log=log)
+    return Uniform(float(low), float(high), log=log)
+
+
+def parse_space(data: Any, source: str = "search space") -> dict[str, Distribution]:
+    """A loaded YAML mapping → ``{config key: distribution}``; unknown keys fail, named."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: expected a mapping of config keys to values, "
+                         f"got {type(data).__name__}")
+    valid = VAEConfig.valid_keys()
+    overrides: dict[str, Distribution] = {}
+    for key, raw in data.items():
+        if key in FLAG_KEYS:
+            raise SpaceError(f"{source}: key {key!r} is set by {FLAG_KEYS[key]}, not by the "
+                             "search space")
+        if key not in valid:
+            hint = difflib.get_close_matches(str(key), valid, n=1)
+            near = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise SpaceError(f"{source}: unknown config key {key!r}{near}; valid keys: "
+                             f"{[k for k in valid if k not in FLAG_KEYS]}")
+        overrides[key] = parse_distribution(key, raw)
+    return overrides
+
+
+def load_space_file(path: str | Path, base: SearchSpace | None = None) -> SearchSpace:
+    """The default space (or ``base``) with the file's keys overriding it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpaceError(f"cannot read search space file {str(path)!r}: "
+                         f"{error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpaceError(f"search space file {str(path)!r} is not valid YAML: {error}") from None
+    return (base or SearchSpace()).with_overrides(parse_space(data, f"search space file "
+                                                                   f"{str(path)!r}"))

@@ -1,0 +1,147 @@
+"""The Ray Tune trainable: one VAE trial, epoch by epoch. The only caller of ``tune.report`` and
+``tune.get_checkpoint``.
+
+Each epoch reports the training terms, ``val/loss``, ``val/mse``, ``val/kl`` (held-out normal
+patches), ``val/auroc`` (patch-level AUROC of ``vae.score`` scores: held-out normal patches vs
+the same patches with synthetic defects — comparable across loss mixes, unlike any loss), images/s
+and epoch time, with a checkpoint: ``vae.save`` output, the optimizer state, ``state.json``
+(epoch, metrics) and ``val_scores.npy`` (the per-patch validation scores behind ``val/auroc``).
+
+A non-finite loss or metric is reported once with ``nonfinite = 1`` and ``val/auroc = NaN`` (no
+checkpoint), and the trial returns: it ends TERMINATED, so Tune does not retry it, ASHA's NaN
+comparisons never matter, and ``search.report`` excludes it from the ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray import tune
+
+from search.keys import NONFINITE, RESUMED_FROM
+from vae import keys
+from vae.config import VAEConfig
+from vae.io import OPTIMIZER_FILE, load, load_optimizer, save, save_optimizer
+from vae.model import build_model
+from vae.score import image_auroc, score_patches
+from vae.train import NonFiniteLossError, evaluate, make_optimizer, prepare_model, train_epoch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE, SCORES_FILE = "state.json", "val_scores.npy"
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """What every trial reads; put once in Ray's object store by ``tune.with_parameters``."""
+
+    train_images: np.ndarray  # uint8 (N, C, P, P), defect-free
+    val_images: np.ndarray  # uint8 (M, C, P, P): held-out normal + the same with defects
+    val_labels: np.ndarray  # int (M,), 1 = synthetic defect
+
+    @classmethod
+    def from_splits(cls, splits: Any) -> TrialData:
+        return cls(splits.train.images, splits.val.images, np.asarray(splits.val.labels))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(train, val, val normal) as uint8 tensors that share the object store's memory.
+
+        Arrays from the object store are read-only; nothing here writes to them, so torch's
+        warning about non-writable arrays is silenced instead of copying the data per trial.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            train, val = torch.as_tensor(self.train_images), torch.as_tensor(self.val_images)
+        return train, val, val[torch.as_tensor(self.val_labels == 0)]
+
+
+def claim_resources() -> torch.device:
+    """Torch threads = CPUs Ray granted this trial; CUDA when Ray assigned a GPU."""
+    granted = ray.get_runtime_context().get_assigned_resources()
+    torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
+    return torch.device("cpu")
+
+
+def _restore(directory: Path, config: VAEConfig, device: torch.device
+             ) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    model = load(directory, map_location=device)
+    if model.config != config:
+        raise RuntimeError(f"checkpoint {directory} holds a different config than this trial")
+    optimizer = make_optimizer(prepare_model(model, device), config.train)
+    load_optimizer(optimizer, directory / OPTIMIZER_FILE, map_location=device)
+    state = json.loads((directory / STATE_FILE).read_text())
+    return model, optimizer, int(state["epoch"])
+
+
+def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     epoch: int, metrics: dict[str, float], scores: np.ndarray) -> None:
+    save(model, directory)
+    save_optimizer(optimizer, directory / OPTIMIZER_FILE)
+    np.save(directory / SCORES_FILE, scores)
+    (directory / STATE_FILE).write_text(json.dumps({"epoch": epoch, "metrics": metrics},
+                                                   indent=2, sort_keys=True) + "\n")
+
+
+def _report_nonfinite(epoch: int, resumed_from: int, reason: str) -> None:
+    log.warning("stopping trial at epoch %d: %s", epoch, reason)
+    tune.report({keys.EPOCH: epoch, keys.VAL_AUROC: math.nan, NONFINITE: 1,
+                 RESUMED_FROM: resumed_from})
+
+
+def validate(model: torch.nn.Module, val_images: torch.Tensor, val_normal: torch.Tensor,
+             val_labels: np.ndarray, config: VAEConfig, device: torch.device
+             ) -> tuple[dict[str, float], np.ndarray]:
+    """``val/*`` metrics and the per-patch scores behind ``val/auroc``."""
+    metrics = evaluate(model, val_normal, config, device)
+    scores, _ = score_patches(model, val_images, keep_maps=False)
+    finite = bool(np.isfinite(scores).all())
+    metrics[keys.VAL_AUROC] = image_auroc(scores, val_labels) if finite else math.nan
+    return metrics, scores
+
+
+def train_vae(config: dict[str, Any], data: TrialData) -> None:
+    """One trial: ``config`` holds dotted config keys (Ray's ``param_space`` + the searcher's)."""
+    vae_config = VAEConfig().with_overrides(config)
+    device = claim_resources()
+    train_images, val_images, val_normal = data.tensors()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            model, optimizer, start = _restore(Path(directory), vae_config, device)
+        log.info("resuming from the checkpoint of epoch %d", start)
+    else:
+        model = prepare_model(build_model(vae_config), device)
+        optimizer, start = make_optimizer(model, vae_config.train), 0
+    for epoch in range(start, vae_config.train.num_epochs):
+        done = epoch + 1  # epochs completed after this one; what `epoch` reports
+        try:
+            train_metrics = train_epoch(model, optimizer, train_images, vae_config, device,
+                                        epoch=epoch)
+        except NonFiniteLossError as error:
+            return _report_nonfinite(done, start, str(error))
+        val_metrics, scores = validate(model, val_images, val_normal, data.val_labels,
+                                       vae_config, device)
+        bad = sorted(k for k, v in {**train_metrics, **val_metrics}.items()
+                     if not math.isfinite(v))
+        if bad:
+            return _report_nonfinite(done, start, f"non-finite {bad}")
+        # Key order matters: Ray's trial table shows the first few reported metrics.
+        metrics = {keys.EPOCH: done, keys.VAL_AUROC: val_metrics.pop(keys.VAL_AUROC),
+                   keys.VAL_MSE: val_metrics.pop(keys.VAL_MSE),
+                   keys.TRAIN_LOSS: train_metrics.pop(keys.TRAIN_LOSS),
+                   **val_metrics, **train_metrics, NONFINITE: 0, RESUMED_FROM: start}
+        with tempfile.TemporaryDirectory(prefix="aitexvae-ckpt-") as directory:
+            _save_checkpoint(Path(directory), model, optimizer, done, metrics, scores)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
