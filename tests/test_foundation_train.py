@@ -152,3 +152,14 @@ def test_weight_decay_selects_adamw_and_images_must_be_uint8():
     assert type(make_optimizer(model, _config().train)) is torch.optim.Adam
     with pytest.raises(ValueError, match="expected uint8 images"):
         train_epoch(model, optimizer, _images().astype(np.float32), config, CPU)
+
+
+@pytest.mark.parametrize("covariance", ["full", "lowrank"])
+def test_nan_in_a_structured_posterior_is_a_non_finite_loss(covariance):
+    config = _config(**{"model.covariance": covariance, "model.rank": 2})
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model.head.fc_logvar.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train_epoch(model, make_optimizer(model, config.train), _images(), config, CPU)

@@ -121,9 +121,13 @@ class LowRankPosterior(Posterior):
             # Cholesky factor (Harville 1997, Thm 18.1.1; as in torch's LowRankMultivariateNormal).
             scaled = self.factor / self.diag.unsqueeze(-1)  # D⁻¹ U
             capacitance = torch.eye(rank, device=self.diag.device) + self.factor.mT @ scaled
-            chol = torch.linalg.cholesky(capacitance)
+            # cholesky_ex: a failed factorisation (NaN parameters, or a D so small next to U
+            # that rounding breaks positive-definiteness) becomes a NaN KL, which training
+            # reports as NonFiniteLossError, instead of an exception from deep inside the loss.
+            chol, info = torch.linalg.cholesky_ex(capacitance)
             log_det = (self.diag.log().sum(-1)
                        + 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1))
+            log_det = torch.where(info == 0, log_det, torch.nan)
             trace = self.diag.sum(-1) + self.factor.square().sum((-2, -1))
             return 0.5 * (trace + self.mean.square().sum(-1) - self.latent_dim - log_det)
 
