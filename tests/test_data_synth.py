@@ -96,7 +96,7 @@ def test_full_size_matches_aitex():
 def test_embedded_default_is_generated_once_even_when_processes_race(tmp_path, monkeypatch):
     monkeypatch.setenv("AITEXVAE_HOME", str(tmp_path / "home"))
     root = default_synthetic_root()
-    assert root == tmp_path / "home" / "synthetic" / "aitex-small-seed0-v1"
+    assert root == tmp_path / "home" / "synthetic" / "aitex-small-seed0-v2"
     code = "from vae.data import ensure_synthetic; print(ensure_synthetic())"
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
              for _ in range(3)]

@@ -77,14 +77,15 @@ def render(fabric: Fabric, height: int, width: int, rng: np.random.Generator) ->
     weave = WEAVES[fabric.weave]
     warp_i, warp_u = _yarns(width, fabric.period, fabric.irregularity, rng)  # along x
     weft_j, weft_v = _yarns(height, fabric.period, fabric.irregularity, rng)  # along y
-    warp_shade = 1 + fabric.shade * rng.standard_normal(warp_i.max() + 1)
-    weft_shade = 1 + fabric.shade * rng.standard_normal(weft_j.max() + 1)
+    warp_shade = (1 + fabric.shade * rng.standard_normal(warp_i.max() + 1)).astype(np.float32)
+    weft_shade = (1 + fabric.shade * rng.standard_normal(weft_j.max() + 1)).astype(np.float32)
     on_top = weave[(weft_j % weave.shape[0])[:, None], (warp_i % weave.shape[1])[None, :]]
-    # Rounded yarn cross-section across each yarn, slight bulge along its float.
-    warp = (np.sin(np.pi * warp_u) ** 0.7 * warp_shade[warp_i])[None, :] \
-        * (0.85 + 0.15 * np.sin(np.pi * weft_v))[:, None]
-    weft = (np.sin(np.pi * weft_v) ** 0.7 * weft_shade[weft_j])[:, None] \
-        * (0.85 + 0.15 * np.sin(np.pi * warp_u))[None, :]
+    # Rounded yarn cross-section across each yarn, slight bulge along its float; 1-D profiles
+    # in float32, expanded to 2-D only by the final products.
+    across_warp = np.sin(np.pi * warp_u).astype(np.float32)
+    across_weft = np.sin(np.pi * weft_v).astype(np.float32)
+    warp = (across_warp**0.7 * warp_shade[warp_i])[None, :] * (0.85 + 0.15 * across_weft)[:, None]
+    weft = (across_weft**0.7 * weft_shade[weft_j])[:, None] * (0.85 + 0.15 * across_warp)[None, :]
     texture = np.where(on_top, warp, weft).astype(np.float32)
     y = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
     x = np.linspace(-1, 1, width, dtype=np.float32)[None, :]

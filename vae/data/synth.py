@@ -23,7 +23,7 @@ from vae.data.defects import defect
 from vae.data.fabrics import FABRICS, render, to_uint8
 
 logger = logging.getLogger(__name__)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump on any change to the pixels: the default set is cached by it
 MANIFEST = "synthetic.json"
 # AITEX defect codes (Silvestre-Blanes et al. 2019) and the generator that imitates each.
 DEFECT_CODES = {"002": "line_break", "006": "line_break", "010": "line_break", "019": "stain",
