@@ -10,6 +10,7 @@ from torch import nn
 
 from vae.config import LossConfig, ModelConfig, ScoreConfig, VAEConfig
 from vae.score import anomaly_maps, patch_scores, score_patches
+from vae.score import maps as maps_module
 from vae.score.maps import gaussian_blur
 
 
@@ -47,7 +48,9 @@ def test_maps_are_residuals_in_unit_scale_whatever_the_model_range(method, activ
     np.testing.assert_allclose(maps, expected, atol=1e-6)
 
 
-def test_smoothed_map_equals_scipy_gaussian_filter():
+@pytest.mark.parametrize("matmul_max", [512, 16], ids=["banded-matmul", "convolution"])
+def test_smoothed_map_equals_scipy_gaussian_filter(matmul_max, monkeypatch):
+    monkeypatch.setattr(maps_module, "MATMUL_BLUR_MAX_SIZE", matmul_max)
     images = _images(n=3, size=40)
     model = ConstantModel()
     config = ScoreConfig(map="l2_smooth", smooth_sigma=1.5)

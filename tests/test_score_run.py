@@ -190,6 +190,7 @@ def test_skipped_files_are_reported_and_overlays_written(scored, capsys):
     assert "smaller than one 32x32 patch" in skipped["NODefect_images/roll1/0009_000_01.png"]
     assert "Defect_images/0008_002_01.png" in skipped
     assert summary["images"] == 6 and summary["patches"] == 24
+    assert summary["score_config"]["map"] == "l2_smooth" and summary["threshold"] > 0
     overlays = summary["files"]["overlays"]
     assert len(overlays) == 6
     # defective strips first; labelled strips get 3 panels: image, heat map, mask

@@ -89,7 +89,8 @@ def run_score(args: argparse.Namespace, load_model: ModelLoader) -> int:
                                     channels=config.in_channels, stride=args.stride)
         report = score_source(model, source, args.out, threshold=_threshold(args, model),
                               batch_size=args.batch_size, device=device,
-                              stride=args.stride, max_overlays=args.overlays)
+                              stride=args.stride, max_overlays=args.overlays,
+                              model_name=args.model)
     except (ConfigError, DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,12 @@ class ScoreReport:
     metrics: dict[str, Any] | None = None
     overlays: list[str] = field(default_factory=list)
     threshold: float | None = None
+    model: str | None = None
+    score_config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "patches": self.patches, "threshold": self.threshold,
+        return {"model": self.model, "score_config": self.score_config,
+                "images": self.images, "patches": self.patches, "threshold": self.threshold,
                 "skipped": [{"file": i.file, "reason": i.reason} for i in self.skipped],
                 "notes": [{"file": i.file, "note": i.reason} for i in self.notes],
                 "files": {"scores": SCORES_FILE,
@@ -153,7 +156,8 @@ class _Run:
 def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                  threshold: float | None = None, batch_size: int = 64,
                  device: torch.device | str | None = None, stride: int | None = None,
-                 min_defect_pixels: int = 1, max_overlays: int = 20) -> ScoreReport:
+                 min_defect_pixels: int = 1, max_overlays: int = 20,
+                 model_name: str | None = None) -> ScoreReport:
     """Score every image of ``source`` with ``model`` (its own ``config.score``) into ``out_dir``.
 
     ``threshold`` (e.g. from the model's ``calibration.json``) fills the ``decision`` column
@@ -166,7 +170,8 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
     if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= patch_size:
         raise ValueError(f"stride={stride!r} is invalid; allowed: an integer in [1, {patch_size}] "
                          "(a larger stride would leave pixels unscored)")
-    report = ScoreReport(out_dir=out, skipped=list(source.skipped), threshold=threshold)
+    report = ScoreReport(out_dir=out, skipped=list(source.skipped), threshold=threshold,
+                         model=model_name, score_config=asdict(model.config.score))
     started = last_log = time.monotonic()
     with open(out / SCORES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
