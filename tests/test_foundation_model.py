@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -91,3 +92,16 @@ def test_sampling_is_random_but_seedable():
     first = model(x, torch.Generator().manual_seed(5)).z
     assert torch.equal(first, model(x, torch.Generator().manual_seed(5)).z)
     assert not torch.equal(first, model(x, torch.Generator().manual_seed(6)).z)
+
+
+@pytest.mark.parametrize(("covariance", "latent_dim"), [("full", 1), ("lowrank", 2), ("diagonal", 1)])
+def test_smallest_latent_dims_build_cleanly(covariance, latent_dim):
+    config = VAEConfig().with_overrides({"model.image_size": 32, "model.latent_dim": latent_dim,
+                                         "model.covariance": covariance, "model.rank": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Initializing zero-element tensors is a no-op"
+        model = build_model(config)
+    output = model(torch.rand(2, 1, 32, 32))
+    assert output.z.shape == (2, latent_dim)
+    assert output.posterior.covariance().shape == (2, latent_dim, latent_dim)
+    assert torch.isfinite(output.posterior.kl()).all()

@@ -195,12 +195,13 @@ class FullHead(PosteriorHead):
         rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
-        self.off_diagonal = _FactorBranch(feature_dim, rows.numel())
+        # latent_dim 1 has no off-diagonal entries (and then is the diagonal posterior).
+        self.off_diagonal = _FactorBranch(feature_dim, rows.numel()) if rows.numel() else None
 
     def forward(self, h: Tensor) -> Posterior:
         mu, logvar = self.moments(h)
         scale_tril = torch.diag_embed(torch.exp(0.5 * logvar))  # (B, d, d)
-        if self._rows.numel():
+        if self.off_diagonal is not None:
             scale_tril = scale_tril.index_put(
                 (torch.arange(len(h), device=h.device)[:, None], self._rows, self._cols),
                 self.off_diagonal(h))
