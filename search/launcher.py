@@ -136,7 +136,8 @@ def _saved_settings(experiment_path: str, given: SearchSettings) -> SearchSettin
 
 def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
     settings = prepared.settings
-    trainable = tune.with_parameters(train_vae, data=TrialData.from_splits(prepared.splits))
+    data = TrialData.from_splits(prepared.splits, settings.train_patches, settings.seed)
+    trainable = tune.with_parameters(train_vae, data=data)
     trainable = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial,
                                                 "gpu": prepared.gpus_per_trial})
     if prepared.resuming:
@@ -188,6 +189,9 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
         on_search_end: Callable[[SearchOutcome], None] | None = None) -> SearchOutcome:
     """Run (or resume) the search; shut down a Ray we started, whatever happens."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)
+    # Tune also snapshots whenever a trial has checkpointed num_to_keep times since the last
+    # one, and warns when that happens often; with epochs of seconds it is expected, not a problem.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         tuner = build_tuner(prepared, callbacks)
         if not prepared.resuming:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import warnings
 from typing import Any
 
 import optuna
@@ -32,8 +33,10 @@ def make_sampler(search_alg: str, seed: int, num_samples: int) -> optuna.sampler
         return optuna.samplers.RandomSampler(seed=seed)
     if search_alg == "optuna":
         startup = max(2, min(10, num_samples // 3))  # random warm-up before TPE models anything
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
-                                          group=True, constant_liar=True)
+        with warnings.catch_warnings():  # multivariate/group are marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
+                                              multivariate=True, group=True, constant_liar=True)
     raise ValueError(f"unknown search algorithm {search_alg!r}; choose one of "
                      f"{list(SEARCH_ALGORITHMS)}")
 

@@ -60,6 +60,7 @@ class SearchSettings:
     image_size: int | None = None
     num_samples: int | None = None
     max_epochs: int | None = None
+    train_patches: int = 0  # > 0: train on a seeded random subset of this many patches
     scheduler: str = "asha"
     grace_period: int = 1
     reduction_factor: float = 2.0
@@ -95,6 +96,7 @@ class SearchSettings:
                               "of 16 that is >= 32 (the encoder halves it 4 times)")
         _positive_int("num_samples", self.num_samples)
         _positive_int("max_epochs", self.max_epochs)
+        _positive_int("train_patches", self.train_patches, 0)
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"--scheduler={self.scheduler!r} is invalid; choose one of "
                               f"{list(SCHEDULERS)}")

@@ -50,8 +50,14 @@ class TrialData:
     val_labels: np.ndarray  # int (M,), 1 = synthetic defect
 
     @classmethod
-    def from_splits(cls, splits: Any) -> TrialData:
-        return cls(splits.train.images, splits.val.images, np.asarray(splits.val.labels))
+    def from_splits(cls, splits: Any, train_patches: int = 0, seed: int = 0) -> TrialData:
+        """``train_patches`` > 0 keeps a seeded random subset of that many training patches."""
+        train = splits.train.images
+        if 0 < train_patches < len(train):
+            keep = np.sort(np.random.default_rng(seed).choice(len(train), train_patches,
+                                                              replace=False))
+            train = train[keep]
+        return cls(train, splits.val.images, np.asarray(splits.val.labels))
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train, val, val normal) as uint8 tensors that share the object store's memory.
@@ -105,6 +111,10 @@ def validate(model: torch.nn.Module, val_images: torch.Tensor, val_normal: torch
              ) -> tuple[dict[str, float], np.ndarray]:
     """``val/*`` metrics and the per-patch scores behind ``val/auroc``."""
     metrics = evaluate(model, val_normal, config, device)
+    # Score in the memory format vae.load gives (contiguous), so that a pulled model reproduces
+    # these scores bit for bit; channels_last convolutions differ by ~1e-5 relative. The next
+    # train_epoch puts the model back into channels_last.
+    model.to(memory_format=torch.contiguous_format)
     scores, _ = score_patches(model, val_images, keep_maps=False)
     finite = bool(np.isfinite(scores).all())
     metrics[keys.VAL_AUROC] = image_auroc(scores, val_labels) if finite else math.nan

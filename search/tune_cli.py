@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--image-size", type=int, help="patch and model input size (default "
                       f"{SYNTHETIC_DEFAULTS['image_size']} synthetic, "
                       f"{REAL_DEFAULTS['image_size']} real data)")
+    data.add_argument("--train-patches", type=int, default=0,
+                      help="train on a seeded random subset of N patches (default 0: all)")
     budget = parser.add_argument_group("search")
     budget.add_argument("--num-samples", type=int, help="trials (default "
                         f"{SYNTHETIC_DEFAULTS['num_samples']} synthetic, "
@@ -104,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     fields = ("name", "data_root", "data_format", "image_size", "num_samples", "max_epochs",
+              "train_patches",
               "scheduler", "grace_period", "reduction_factor", "search_alg", "space_file",
               "seed", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial",
               "max_failures", "keep_checkpoints", "address", "storage_path", "tracking",

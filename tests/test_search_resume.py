@@ -1,0 +1,102 @@
+"""A search whose driver is SIGKILLed resumes with `aitexvae tune --resume NAME` and completes:
+finished trials stay finished, the interrupted one continues from its last checkpoint, no epoch
+is lost and none before that checkpoint is redone. Real processes: a `ray start` cluster (so
+killing the driver leaves the cluster up) and two `aitexvae tune` driver processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ray.tune import ExperimentAnalysis
+
+from tests.support.ray_cluster import LocalRayCluster
+
+pytestmark = pytest.mark.slow
+
+AITEXVAE = str(Path(sys.executable).with_name("aitexvae"))
+MAX_EPOCHS = 4
+
+
+def _epochs(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if "epoch" in r]
+
+
+def _wait_for_interruption_point(experiment: Path, driver: subprocess.Popen, log: Path,
+                                 timeout_s: float = 240.0) -> None:
+    """Until one trial has finished and another is part-way (>= 2 epochs, not done)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            raise AssertionError(f"driver exited early ({driver.returncode}):\n"
+                                 f"{log.read_text()[-3000:]}")
+        progress = [max((r["epoch"] for r in _epochs(d)), default=0)
+                    for d in experiment.glob("trial_*")]
+        if MAX_EPOCHS in progress and any(2 <= p < MAX_EPOCHS for p in progress):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no interruption point within {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def test_a_killed_driver_resumes_and_completes_without_losing_or_redoing_epochs(tmp_path):
+    storage = tmp_path / "ray_results"
+    experiment = storage / "killed-driver"
+    common = ["--storage-path", str(storage), "--no-tracking"]
+    with LocalRayCluster(num_nodes=1, num_cpus=2) as cluster:
+        env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home")}
+        log = tmp_path / "driver1.log"
+        with open(log, "wb") as out:
+            driver = subprocess.Popen(
+                [AITEXVAE, "tune", "--name", "killed-driver", "--address", cluster.address,
+                 "--image-size", "32", "--num-samples", "3", "--max-epochs", str(MAX_EPOCHS),
+                 "--train-patches", "256", "--scheduler", "fifo", "--max-concurrent-trials", "1",
+                 *common], env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        try:
+            _wait_for_interruption_point(experiment, driver, log)
+        finally:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+
+        before = {d.name: _epochs(d) for d in experiment.glob("trial_*")}
+        # What Tune recorded before the kill: the checkpoint each trial resumes from.
+        analysis = ExperimentAnalysis(str(experiment))
+        recorded = {}
+        for trial in analysis.trials:
+            checkpoint = analysis.get_last_checkpoint(trial)
+            state = json.loads(Path(checkpoint.path, "state.json").read_text())
+            recorded[f"trial_{trial.trial_id}"] = state["epoch"]
+
+        resumed = subprocess.run([AITEXVAE, "tune", "--resume", "killed-driver", "--address",
+                                  cluster.address, *common], env=env, capture_output=True,
+                                 text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "Winner: trial" in resumed.stdout
+
+    after = {d.name: _epochs(d) for d in experiment.glob("trial_*")}
+    assert len(after) == 3  # the trial never started before the kill ran after the resume
+    finished = [name for name, rows in before.items() if rows[-1]["epoch"] == MAX_EPOCHS]
+    interrupted = [name for name, rows in before.items() if rows[-1]["epoch"] < MAX_EPOCHS]
+    assert finished and len(interrupted) == 1
+    for name in finished:
+        assert after[name] == before[name]  # finished trials stay finished
+    (name,) = interrupted
+    checkpoint_epoch = recorded[name]
+    new_rows = after[name][len(before[name]):]
+    assert new_rows, "the interrupted trial did not continue"
+    assert {r["resumed_from_epoch"] for r in new_rows} == {checkpoint_epoch}
+    # Continued right after its last checkpoint: no epoch lost, none before it redone.
+    assert [r["epoch"] for r in new_rows] == list(range(checkpoint_epoch + 1, MAX_EPOCHS + 1))
+    assert before[name][-1]["epoch"] - checkpoint_epoch <= 1  # snapshots keep up with epochs
+    for rows in after.values():
+        assert sorted({r["epoch"] for r in rows}) == list(range(1, MAX_EPOCHS + 1))

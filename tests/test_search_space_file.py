@@ -1,0 +1,87 @@
+"""`--space FILE`: the YAML format, and files that must fail before Ray starts, naming the problem."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import ray
+
+from search import cli
+from search.space import Choice, Fixed, RandInt, SpaceError, Uniform
+from search.space_check import check_space
+from search.space_file import load_space_file, parse_space
+
+BASE = {"model.image_size": 64, "train.num_epochs": 2}
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_the_documented_example_parses_into_the_distributions_it_names(tmp_path):
+    path = _write(tmp_path, """\
+        model.latent_dim: {choice: [16, 32, 64]}
+        model.dropout: {uniform: [0.0, 0.3]}
+        train.learning_rate: {loguniform: [1e-4, 1e-2]}
+        train.batch_size: {randint: [8, 32]}
+        model.rank: {lograndint: [1, 8]}
+        loss.kl_weight: 0.5
+        """)
+    space = load_space_file(path)
+    assert space.params["model.latent_dim"] == Choice((16, 32, 64))
+    assert space.params["model.dropout"] == Uniform(0.0, 0.3)
+    # PyYAML reads "1e-4" as a string; the file format accepts it as the number it means.
+    assert space.params["train.learning_rate"] == Uniform(1e-4, 1e-2, log=True)
+    assert space.params["train.batch_size"] == RandInt(8, 32)
+    assert space.params["model.rank"] == RandInt(1, 8, log=True)
+    assert space.params["loss.kl_weight"] == Fixed(0.5)
+    assert space.params["model.output_activation"] == Choice(("sigmoid", "tanh", "relu", "none"))
+    assert check_space(space, BASE) > 0
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"model.latentdim": 8}, "unknown config key 'model.latentdim' (did you mean "
+                             "'model.latent_dim'?)"),
+    ({"model.latent_dim": {"choice": []}}, "'model.latent_dim': empty choice"),
+    ({"model.latent_dim": [8, 16]}, "bare list"),
+    ({"model.dropout": {"normal": [0, 1]}}, "is not a distribution"),
+    ({"train.learning_rate": {"loguniform": [0, 1]}}, "needs low > 0"),
+    ({"model.dropout": {"uniform": [0.5, 0.1]}}, "needs low < high"),
+    ({"model.image_size": 128}, "set by --image-size"),
+    ({"train.num_epochs": 3}, "set by --max-epochs"),
+])
+def test_malformed_entries_are_rejected_naming_the_key(data, message):
+    with pytest.raises(SpaceError) as error:
+        parse_space(data)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model.latent_dims: {choice: [8, 16]}\n", "unknown config key 'model.latent_dims'"),
+    ("model.latent_dim: {choice: []}\n", "'model.latent_dim': empty choice"),
+    ("loss.bce_weight: 1.0\nmodel.output_activation: {choice: [sigmoid, tanh]}\n",
+     "invalid combination"),
+])
+def test_a_bad_space_file_fails_before_ray_starts_with_exit_code_2(tmp_path, capsys, text,
+                                                                   message):
+    assert not ray.is_initialized()
+    path = _write(tmp_path, text)
+    code = cli.main(["tune", "--space", str(path), "--storage-path", str(tmp_path / "ray"),
+                     "--no-tracking"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.startswith("aitexvae tune: error:")
+    assert "Traceback" not in err
+    assert not ray.is_initialized()  # nothing was started
+    assert not (tmp_path / "ray").exists()  # nothing was written
+
+
+def test_invalid_combination_message_names_the_values(tmp_path):
+    path = _write(tmp_path, "loss.bce_weight: 1.0\nmodel.output_activation: {choice: [relu]}\n")
+    with pytest.raises(SpaceError) as error:
+        check_space(load_space_file(path), BASE)
+    assert "model.output_activation='relu'" in str(error.value)
+    assert "loss.bce_weight=1.0" in str(error.value)
