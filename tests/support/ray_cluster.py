@@ -11,10 +11,13 @@ their process group), and teardown kills exactly the processes that carry it.
 
     with LocalRayCluster(num_nodes=2) as cluster:
         subprocess.run([...driver...], env=cluster.driver_env())
+
+Set AITEXVAE_KEEP_RAY_LOGS=1 to keep the nodes' logs (under /tmp/aitexray-*) after teardown.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -103,9 +106,12 @@ class LocalRayCluster:
             self.root = Path(tempfile.mkdtemp(prefix="aitexray-", dir="/tmp"))
             self._owns_root = True
         self.root.mkdir(parents=True, exist_ok=True)
-        self.token_path.write_text(secrets.token_hex(32))
-        self.token_path.chmod(0o600)
+        # Owner-only from the first byte, as a user's token file should be.
+        descriptor = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as token:
+            token.write(secrets.token_hex(32))
         self.port = free_port()
+        atexit.register(self.stop)  # a test that dies without its finally still cleans up
         try:
             self._start_node(head=True)
             for _ in range(self.num_nodes - 1):
@@ -116,6 +122,7 @@ class LocalRayCluster:
 
     def stop(self) -> None:
         """Kill this cluster's processes (and only them); remove the root we created."""
+        atexit.unregister(self.stop)
         for node in self.nodes:
             _kill_group(node.process)
         _kill_marked(self.cluster_id)
@@ -124,7 +131,8 @@ class LocalRayCluster:
                 node.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 logger.warning("node %s did not exit after SIGKILL", node.name)
-        if self._owns_root and self.root is not None and os.environ.get("AITEXVAE_KEEP_RAY_LOGS") != "1":
+        keep = os.environ.get("AITEXVAE_KEEP_RAY_LOGS") == "1"  # for debugging a failed test
+        if self._owns_root and self.root is not None and not keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
     # ---- nodes -----------------------------------------------------------------------------
