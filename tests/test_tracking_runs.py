@@ -1,0 +1,231 @@
+"""SearchTracker against a SQLite file and a real ``mlflow server`` process, driven without Ray.
+
+One scripted search per backend: a trial that finishes (its best epoch is not its last), one
+stopped early by the scheduler, one that goes NaN after a better-looking epoch, one that fails
+after an even better one. Only the first may become the champion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from PIL import Image
+
+import vae
+from tests.support.checkpoints import (
+    make_model,
+    outputs,
+    tiny_config,
+    validation_set,
+    write_checkpoint,
+)
+from tests.support.mlflow_server import migrated_sqlite, mlflow_server
+from tracking import settings as names
+from tracking.artifacts import find_pickles
+from tracking.probe import choose_probe
+from tracking.pull import pull
+from tracking.runs import SearchTracker
+from tracking.settings import TrackingSettings
+from vae.score import Calibration, score_patches
+
+SCRIPT = {  # trial -> (config overrides, val/auroc per epoch, how it ends)
+    "good": ({"model.latent_dim": 4, "train.learning_rate": 1e-3}, [0.6, 0.8, 0.7], None),
+    "early": ({"model.latent_dim": 8, "train.learning_rate": 1e-2}, [0.65], None),
+    "nan": ({"model.latent_dim": 6, "train.learning_rate": 3e-3}, [0.9, math.nan], None),
+    "broken": ({"model.latent_dim": 5, "train.learning_rate": 1e-4}, [0.95], "RuntimeError: boom"),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quiet_mlflow():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        yield
+
+
+def run_script(uri: str, workdir: Path) -> dict:
+    """Drive a whole search through the tracker; return what the assertions need."""
+    val_images, val_labels = validation_set()
+    tracker = SearchTracker(TrackingSettings(tracking_uri=uri), "unit-search",
+                            probe=choose_probe(val_images, val_labels, per_class=2),
+                            validation_labels=val_labels)
+    parent = tracker.start_search(
+        {"num_samples": 4, "scheduler": "asha"},
+        {names.TAG_SEARCH_SPACE: "space.yaml", names.TAG_DATASET: "fp-123",
+         names.TAG_RAY_ADDRESS: "127.0.0.1:6379"}, search_id="sid-unit")
+    models = {}
+    for seed, (trial, (overrides, aurocs, error)) in enumerate(SCRIPT.items()):
+        config = tiny_config(**overrides)
+        tracker.start_trial(trial, config.flat(), name=f"train_vae_{trial}")
+        for epoch, auroc in enumerate(aurocs, start=1):
+            result = {"epoch": epoch, "train/loss": 100.0 / epoch, "val/auroc": auroc,
+                      "val/mse": 0.01 * epoch, "time_total_s": 1.0, "pid": 1,
+                      "config": config.flat()}
+            if math.isnan(auroc):
+                result = {"epoch": epoch, "val/auroc": auroc, "nonfinite": 1}
+                tracker.log_result(trial, result, nonfinite="the trial reported nonfinite=1")
+                continue
+            tracker.log_result(trial, result)
+            model = make_model(config, seed=100 * seed + epoch)
+            models[trial, epoch] = model
+            directory = write_checkpoint(workdir / f"{trial}-{epoch}", model, epoch,
+                                         {"val/auroc": auroc}, val_images)
+            tracker.log_checkpoint(trial, directory)
+        tracker.end_trial(trial, error=error)
+    outcome = tracker.end_search()
+    tracker.close()
+    return {"parent": parent, "outcome": outcome, "models": models, "val": val_images,
+            "labels": val_labels, "tracker": tracker}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "server"])
+def scripted(request, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp(f"runs-{request.param}")
+    template = tmp_path_factory.getbasetemp()
+    if request.param == "sqlite":
+        uri = migrated_sqlite(workdir / "mlflow.db", template)
+        yield {**run_script(uri, workdir), "uri": uri}
+    else:
+        with mlflow_server(workdir / "server", template_dir=template) as server:
+            yield {**run_script(server.uri, workdir), "uri": server.uri}
+
+
+def client_for(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def children_by_trial(client: MlflowClient, parent: str) -> dict:
+    runs = client.search_runs([client.get_run(parent).info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    return {run.data.tags[names.TAG_TRIAL_ID]: run for run in runs}
+
+
+def test_one_parent_and_one_child_per_trial_with_params_and_tags(scripted):
+    client = client_for(scripted["uri"])
+    parent = client.get_run(scripted["parent"])
+    experiment = parent.info.experiment_id
+    assert len(client.search_runs([experiment])) == 1 + len(SCRIPT)
+    assert parent.data.tags[names.TAG_ROLE] == "search"
+    assert parent.data.tags[names.TAG_DATASET] == "fp-123"
+    assert parent.data.tags[names.TAG_SEARCH_SPACE] == "space.yaml"
+    assert parent.data.tags[names.TAG_RAY_ADDRESS] == "127.0.0.1:6379"
+    assert parent.data.tags[names.TAG_CODE_VERSION]
+    assert parent.data.params == {"num_samples": "4", "scheduler": "asha"}
+    assert parent.info.status == "FINISHED"
+    children = children_by_trial(client, scripted["parent"])
+    assert set(children) == set(SCRIPT)
+    good = children["good"].data.params
+    assert good["model/latent_dim"] == "4" and good["train/learning_rate"] == "0.001"
+    assert set(good) == {key.replace(".", "/") for key in tiny_config().flat()}
+    assert children["early"].info.run_name == "train_vae_early"
+
+
+def test_one_metric_value_per_epoch_with_step_equal_to_epoch(scripted):
+    client = client_for(scripted["uri"])
+    children = children_by_trial(client, scripted["parent"])
+    history = client.get_metric_history(children["good"].info.run_id, "val/auroc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.6), (2, 0.8), (3, 0.7)]
+    assert [m.step for m in client.get_metric_history(children["good"].info.run_id,
+                                                      "train/loss")] == [1, 2, 3]
+    assert "time_total_s" not in children["good"].data.metrics  # Ray bookkeeping is not logged
+    nan_history = client.get_metric_history(children["nan"].info.run_id, "val/auroc")
+    assert [m.step for m in nan_history] == [1, 2] and math.isnan(nan_history[1].value)
+
+
+def test_statuses_and_reasons(scripted):
+    children = children_by_trial(client_for(scripted["uri"]), scripted["parent"])
+    status = {trial: run.info.status for trial, run in children.items()}
+    assert status == {"good": "FINISHED", "early": "KILLED", "nan": "KILLED", "broken": "FAILED"}
+    reasons = {trial: run.data.tags.get(names.TAG_STOP_REASON) for trial, run in children.items()}
+    assert reasons["good"] is None
+    assert reasons["early"] == "stopped early by the scheduler after epoch 1 of 3"
+    assert reasons["nan"].startswith("non-finite metric: the trial reported nonfinite=1 at "
+                                     "epoch 2")
+    assert reasons["broken"] == "error: RuntimeError: boom"
+
+
+def test_best_checkpoint_is_the_best_epoch_without_optimizer_state(scripted, tmp_path):
+    client = client_for(scripted["uri"])
+    run = children_by_trial(client, scripted["parent"])["good"]
+    files = sorted(a.path for a in client.list_artifacts(run.info.run_id, "checkpoints/best"))
+    assert files == ["checkpoints/best/calibration.json", "checkpoints/best/config.json",
+                     "checkpoints/best/model.safetensors"]
+    local = client.download_artifacts(run.info.run_id, "checkpoints/best", str(tmp_path))
+    restored = vae.load(local)
+    val = scripted["val"]
+    np.testing.assert_array_equal(outputs(restored, val),
+                                  outputs(scripted["models"]["good", 2], val))
+    assert run.data.tags[names.TAG_BEST_EPOCH] == "2"
+    assert float(run.data.tags[names.TAG_BEST_OBJECTIVE]) == 0.8
+
+
+def test_probe_picture_on_every_trial_with_a_checkpoint(scripted, tmp_path):
+    client = client_for(scripted["uri"])
+    for trial, run in children_by_trial(client, scripted["parent"]).items():
+        listed = [a.path for a in client.list_artifacts(run.info.run_id, "probe")]
+        assert listed == ["probe/probe.png"], trial
+    run = children_by_trial(client, scripted["parent"])["good"]
+    with Image.open(client.download_artifacts(run.info.run_id, "probe/probe.png",
+                                              str(tmp_path))) as picture:
+        # 4 probe columns (2 normal + 2 defect) of 96 px tiles + gaps, 4 rows.
+        assert picture.size == (110 + 4 * 98, 36 + 4 * 98)
+
+
+def test_parent_summary_table_and_plot(scripted, tmp_path):
+    client = client_for(scripted["uri"])
+    listed = sorted(a.path for a in client.list_artifacts(scripted["parent"], "summary"))
+    assert listed == ["summary/search_summary.png", "summary/trials.csv", "summary/trials.html"]
+    table = Path(client.download_artifacts(scripted["parent"], "summary/trials.csv",
+                                           str(tmp_path))).read_text().splitlines()
+    assert len(table) == 1 + len(SCRIPT)
+    assert table[1].split(",")[0] == "broken"  # sorted best first (0.95, although it failed)
+
+
+def test_champion_is_the_best_eligible_trial_with_description(scripted):
+    client = client_for(scripted["uri"])
+    version = client.get_model_version_by_alias("aitex-vae", "champion")
+    good = children_by_trial(client, scripted["parent"])["good"]
+    assert version.run_id == good.info.run_id
+    assert scripted["outcome"].champion_trial_id == "good"
+    assert scripted["outcome"].failures == []
+    assert "val/auroc = 0.8000 at epoch 2" in version.description
+    assert '"latent_dim": 4' in version.description
+    assert good.info.status == "FINISHED"  # logging the model into it kept its status
+
+
+def test_registered_pyfunc_scores_like_vae_score_and_has_no_pickle(scripted, tmp_path):
+    with _use_tracking_uri(scripted["uri"]):  # what a downstream user does, then put back
+        model_dir = mlflow.artifacts.download_artifacts("models:/aitex-vae@champion",
+                                                        dst_path=str(tmp_path / "model"))
+        pyfunc = mlflow.pyfunc.load_model("models:/aitex-vae@champion")
+    assert find_pickles(model_dir) == []
+    assert not list(Path(model_dir).rglob("python_model.pkl"))
+    assert (Path(model_dir) / "artifacts" / "weights" / "model.safetensors").is_file()
+    val = scripted["val"]
+    expected, _ = score_patches(scripted["models"]["good", 2], val, keep_maps=False)
+    np.testing.assert_allclose(pyfunc.predict(val), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(pyfunc.predict(val[:, 0].astype(np.float64) / 255.0), expected,
+                               rtol=1e-6, atol=1e-7)  # (N, H, W) floats in [0, 1]
+    decided = pyfunc.predict(val, params={"decisions": True})
+    assert decided["decision"] == list(np.asarray(decided["score"]) > decided["threshold"])
+
+
+def test_pull_rebuilds_the_champion_with_its_calibration(scripted, tmp_path):
+    pulled = pull("models:/aitex-vae@champion", tmp_path / "pulled",
+                  tracking_uri=scripted["uri"])
+    assert sorted(p.name for p in pulled.path.iterdir()) == [
+        "calibration.json", "config.json", "model.safetensors"]
+    val, labels = scripted["val"], scripted["labels"]
+    best = scripted["models"]["good", 2]
+    np.testing.assert_array_equal(outputs(vae.load(pulled.path), val), outputs(best, val))
+    scores, _ = score_patches(best, val, keep_maps=False)
+    calibration = json.loads((pulled.path / "calibration.json").read_text())
+    assert calibration["threshold"] == pytest.approx(
+        Calibration.fit(scores[labels == 0]).threshold, rel=1e-6)

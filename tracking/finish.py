@@ -1,0 +1,146 @@
+"""The ends of things: closing a trial's run (probe picture, status) and closing a search
+(trials table, summary plot, champion registration, parent status).
+
+Both run on the tracker's writer thread or after it has been flushed; they read what MLflow
+stores, so a resumed search's summary covers the trials from before the restart too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import vae
+from tracking import settings as names
+from tracking.probe import render_probe
+from tracking.registry import RegisteredChampion, register_champion
+from tracking.summary import plot_summary, searched_keys, write_table
+from vae.io import CONFIG_FILE
+
+if TYPE_CHECKING:
+    from tracking.runs import SearchTracker, TrialState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchOutcome:
+    parent_run_id: str
+    status: str
+    trials: int
+    champion: RegisteredChampion | None = None
+    champion_trial_id: str | None = None
+    champion_objective: float | None = None
+    failures: list[str] = field(default_factory=list)  # MLflow writes that failed (logged)
+
+
+def best_checkpoint_dir(tracker: SearchTracker, run_id: str, staged: Path | None) -> Path | None:
+    """The trial's best checkpoint: this driver's staged copy, else downloaded from MLflow."""
+    if staged is not None and staged.is_dir():
+        return staged
+    listed = tracker.client.list_artifacts(run_id, names.BEST_CHECKPOINT_PATH)
+    if not listed:
+        return None
+    destination = Path(tempfile.mkdtemp(prefix="best-", dir=tracker._staging))
+    local = tracker.client.download_artifacts(run_id, names.BEST_CHECKPOINT_PATH, str(destination))
+    return Path(local)
+
+
+def close_trial(tracker: SearchTracker, state: TrialState, status: str, reason: str | None
+                ) -> None:
+    if state.run_id is None:
+        return
+    if tracker.probe is not None:
+        try:
+            folder = best_checkpoint_dir(tracker, state.run_id, state.staged)
+            if folder is not None:
+                title = (f"{state.trial_id}  best epoch {state.best_epoch}  {tracker.objective}="
+                         f"{tracker._sign * state.best:.4f}")
+                path = tracker._staging / state.trial_id / "probe.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                render_probe(vae.load(folder), tracker.probe, title=title).save(path)
+                tracker.client.log_artifact(state.run_id, str(path), names.PROBE_PATH)
+        except Exception as error:  # a missing picture must not leave the run RUNNING
+            tracker.writer.failures.append(f"probe picture of trial {state.trial_id}: {error}")
+            logger.warning("MLflow: no probe picture for trial %s: %s", state.trial_id, error)
+    if reason is not None:
+        tracker.client.set_tag(state.run_id, names.TAG_STOP_REASON, reason)
+    tracker.client.set_terminated(state.run_id, status=status)
+
+
+def _row(run) -> dict[str, object]:
+    tags = run.data.tags
+    return {"trial_id": tags.get(names.TAG_TRIAL_ID, ""), "run_id": run.info.run_id,
+            "status": run.info.status, "stop_reason": tags.get(names.TAG_STOP_REASON, ""),
+            "best_objective": tags.get(names.TAG_BEST_OBJECTIVE, ""),
+            "best_epoch": tags.get(names.TAG_BEST_EPOCH, ""),
+            "last_epoch": tags.get(names.TAG_LAST_EPOCH, ""), "nonfinite":
+            tags.get(names.TAG_NONFINITE, ""), **run.data.params}
+
+
+def eligible(row: dict[str, object]) -> bool:
+    """A champion ran without error, never went non-finite and has a finite objective."""
+    try:
+        value = float(row["best_objective"])  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return row["status"] != "FAILED" and not row["nonfinite"] and math.isfinite(value)
+
+
+def _description(tracker: SearchTracker, row: dict[str, object], folder: Path) -> str:
+    run_id = str(row["run_id"])
+    step = int(row["best_epoch"])  # type: ignore[arg-type]
+    metrics = {}
+    for key in sorted(tracker.client.get_run(run_id).data.metrics):
+        values = [m.value for m in tracker.client.get_metric_history(run_id, key) if m.step == step]
+        if values:
+            metrics[key] = values[0]
+    config = json.loads((folder / CONFIG_FILE).read_text()).get("config", {})
+    lines = [f"Champion of search `{tracker.search_name}`: trial `{row['trial_id']}` "
+             f"(run `{run_id}`), best {tracker.objective} = {float(row['best_objective']):.4f} at "
+             f"epoch {step}.", "", "Metrics at that epoch:", ""]
+    lines += [f"- `{key}`: {value:.6g}" for key, value in metrics.items()]
+    lines += ["", "Config:", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```"]
+    return "\n".join(lines)
+
+
+def finish_search(tracker: SearchTracker, status: str, register: bool) -> SearchOutcome:
+    client, parent = tracker.client, tracker.parent_run_id
+    rows = [_row(run) for run in tracker.children()]
+    outcome = SearchOutcome(parent_run_id=parent, status=status, trials=len(rows))
+    fixed = {"trial_id", "run_id", "status", "stop_reason", "best_objective", "best_epoch",
+             "last_epoch", "nonfinite"}
+    param_keys = sorted({key for row in rows for key in row} - fixed)
+    folder = tracker._staging / "summary"
+    write_table(rows, param_keys, folder)
+    plot_summary(rows, searched_keys(rows, param_keys), tracker.objective,
+                 folder / "search_summary.png")
+    client.log_artifacts(parent, str(folder), names.SUMMARY_PATH)
+    candidates = [row for row in rows if eligible(row)]
+    if register and candidates:
+        best = max(candidates, key=lambda row: tracker._sign * float(row["best_objective"]))
+        state = tracker.trials.get(str(best["trial_id"]))
+        weights = best_checkpoint_dir(tracker, str(best["run_id"]), state.staged if state else None)
+        if weights is None:
+            logger.warning("MLflow: trial %s has no best checkpoint artifact; nothing registered",
+                           best["trial_id"])
+        else:
+            settings = tracker.settings
+            outcome.champion = register_champion(
+                client, settings.tracking_uri, str(best["run_id"]), weights, settings.model_name,
+                settings.alias, _description(tracker, best, weights),
+                tags={"search": tracker.search_name, "trial_id": str(best["trial_id"]),
+                      tracker.objective: str(best["best_objective"])})
+            outcome.champion_trial_id = str(best["trial_id"])
+            outcome.champion_objective = float(best["best_objective"])
+            client.set_tag(parent, names.TAG_CHAMPION, outcome.champion.version_uri)
+    elif register:
+        logger.warning("MLflow: no trial of search %r has a finite %s; nothing registered",
+                       tracker.search_name, tracker.objective)
+    client.set_terminated(parent, status=status)
+    return outcome

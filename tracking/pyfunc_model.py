@@ -1,0 +1,75 @@
+"""The registered model's code: an MLflow pyfunc that turns images into anomaly scores.
+
+Logged with MLflow's "models from code" (``python_model`` given as this file's path), so MLflow
+stores this source file instead of a cloudpickled object: nothing is unpickled on load. Weights
+come from ``model.safetensors`` + ``config.json`` through ``vae.load``; ``calibration.json``
+(when present) gives accept/reject decisions. The ``vae`` package travels with the model as
+code, so a fresh environment with the pip requirements can load and serve it.
+
+``predict`` input: an image array ``(N, H, W)`` or ``(N, C, H, W)``, uint8 0..255 or any
+integer type within 0..255 (JSON from ``mlflow models serve`` arrives as int64), or float in
+[0, 1]. Output: ``(N,)`` float32 patch anomaly scores, exactly ``vae.score``'s. With
+``params={"decisions": True}`` a dict adds ``decision`` (True = reject) and ``threshold``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+WEIGHTS_ARTIFACT = "weights"  # same as tracking.settings.WEIGHTS_ARTIFACT (this file stands alone)
+
+
+def to_uint8_images(images: object, in_channels: int) -> np.ndarray:
+    """Validate and convert model input to uint8 ``(N, C, H, W)``; errors name what is allowed."""
+    if hasattr(images, "to_numpy"):  # a pandas DataFrame of one image-array column
+        images = np.stack(list(images.iloc[:, 0])) if images.shape[1] == 1 else images.to_numpy()
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[:, None] if in_channels == 1 else array[None]
+    if array.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {array.shape}")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min(initial=0.0) < 0 or \
+                array.max(initial=0.0) > 1:
+            raise ValueError("float images must be finite and in [0, 1]; got values in "
+                             f"[{array.min():.4g}, {array.max():.4g}]")
+        return np.round(array * 255.0).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError("integer images must be in 0..255; got values in "
+                             f"[{array.min()}, {array.max()}]")
+        return array.astype(np.uint8, copy=False)
+    raise TypeError(f"images must be an integer or float array, got dtype {array.dtype}")
+
+
+class AitexVAEScorer(PythonModel):
+    """Anomaly scores of fabric patches from the champion VAE."""
+
+    def load_context(self, context) -> None:
+        import vae
+        from vae.score import CALIBRATION_FILE, Calibration
+
+        folder = Path(context.artifacts[WEIGHTS_ARTIFACT])
+        self.model = vae.load(folder)
+        calibration = folder / CALIBRATION_FILE
+        self.calibration = Calibration.from_json(calibration) if calibration.is_file() else None
+
+    def predict(self, context, model_input, params=None):
+        from vae.score import score_patches
+
+        images = to_uint8_images(model_input, self.model.config.model.in_channels)
+        scores, _ = score_patches(self.model, images, keep_maps=False)
+        if not (params or {}).get("decisions"):
+            return scores
+        if self.calibration is None:
+            raise ValueError("this model was registered without calibration.json; decisions "
+                             "need a threshold")
+        return {"score": scores.tolist(), "decision": self.calibration.decide(scores).tolist(),
+                "threshold": self.calibration.threshold}
+
+
+mlflow.models.set_model(AitexVAEScorer())

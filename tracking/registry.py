@@ -1,0 +1,124 @@
+"""Register a search's champion: a pyfunc model version under an alias (not a deprecated stage).
+
+The model is logged into the winning trial's own run, with MLflow's "models from code"
+(``tracking/pyfunc_model.py`` as a file path: no ``python_model.pkl``), the ``vae`` package as
+code, and the trial's best checkpoint (safetensors + config JSON + calibration) as its only
+artifact. MLflow's model logging resolves the experiment from the active run and the store
+from the global tracking URI, so both are set for the duration of the call and put back;
+the registry calls go through an explicit client (no global registry URI is left behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import ParamSchema, ParamSpec
+
+import vae
+from tracking.artifacts import refuse_pickles
+from tracking.settings import WEIGHTS_ARTIFACT
+
+logger = logging.getLogger(__name__)
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+VAE_PACKAGE = Path(vae.__file__).resolve().parent
+MODEL_NAME_IN_RUN = "model"
+# What `vae` imports at scoring time; pinned to this environment's versions for reproducibility.
+REQUIREMENTS = ("torch", "numpy", "safetensors", "scikit-learn", "pillow", "mlflow")
+
+
+@dataclass(frozen=True)
+class RegisteredChampion:
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    model_id: str | None
+
+    @property
+    def alias_uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+    @property
+    def version_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def pip_requirements() -> list[str]:
+    pins = []
+    for name in REQUIREMENTS:
+        try:  # a local build tag (+cpu, +cu124) is not on PyPI: keep the public version
+            pins.append(f"{name}=={metadata.version(name).split('+', 1)[0]}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+@contextlib.contextmanager
+def global_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Several MLflow 3 paths read the global URI whatever client or argument they are given
+    (model logging, resolving ``models:/`` sources and aliases); set it, then restore exactly
+    what was there (including "unset", which ``mlflow.set_tracking_uri`` cannot express)."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri):
+        yield
+
+
+def log_pyfunc(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir: Path):
+    """Log the pyfunc into ``run_id`` (its status and end time are kept); returns ModelInfo."""
+    refuse_pickles(weights_dir)
+    run = client.get_run(run_id)
+    with tempfile.TemporaryDirectory(prefix="aitexvae-champion-") as scratch:
+        # MLflow names the artifact folder after the source folder: make it `weights`.
+        weights = Path(scratch) / WEIGHTS_ARTIFACT
+        shutil.copytree(weights_dir, weights)
+        info = _log_model(run_id, tracking_uri, weights)
+    if run.info.status != "RUNNING":  # reopening the run to log into it must not change history
+        client.set_terminated(run_id, status=run.info.status, end_time=run.info.end_time)
+    return info
+
+
+def _log_model(run_id: str, tracking_uri: str, weights: Path):
+    signature = ModelSignature(params=ParamSchema([ParamSpec("decisions", "boolean", False)]))
+    with global_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
+        return Model.log(None, mlflow.pyfunc, name=MODEL_NAME_IN_RUN, python_model=str(PYFUNC_CODE),
+                         artifacts={WEIGHTS_ARTIFACT: str(weights)},
+                         code_paths=[str(VAE_PACKAGE)], pip_requirements=pip_requirements(),
+                         signature=signature)
+
+
+def register_champion(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir: Path,
+                      name: str, alias: str, description: str,
+                      tags: dict[str, str] | None = None) -> RegisteredChampion:
+    """Log the pyfunc, add it as a new version of ``name``, point ``alias`` at it."""
+    info = log_pyfunc(client, tracking_uri, run_id, weights_dir)
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(
+            name, description="AitexVAE fabric-defect detectors found by aitexvae searches; "
+                              "the alias marks the current champion.")
+    # The SQL registry resolves a models:/m-… source through the *global* tracking URI.
+    with global_tracking_uri(tracking_uri):
+        version = client.create_model_version(name, source=info.model_uri, run_id=run_id,
+                                              tags=tags, description=description,
+                                              await_creation_for=60, model_id=info.model_id)
+    client.set_registered_model_alias(name, alias, version.version)
+    logger.info("MLflow: registered %s version %s as @%s (run %s)", name, version.version, alias,
+                run_id)
+    return RegisteredChampion(name=name, version=str(version.version), alias=alias,
+                              run_id=run_id, model_id=info.model_id)

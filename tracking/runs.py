@@ -1,0 +1,295 @@
+"""One parent MLflow run per search and one nested child run per trial, written by the driver.
+
+SQLite takes one writer at a time, so trials never touch MLflow: the driver forwards their
+results here (``search/mlflow_callback.py``). Runs are found again by tags after a restart
+(parent: search name; child: trial id), so ``--resume`` continues them instead of duplicating.
+Child status: FINISHED (ran all epochs), KILLED (stopped early by the scheduler, or a
+non-finite metric; the reason is tagged), FAILED (an error). Every metric of a result is one
+``log_batch`` call with step = epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from tracking import settings as names
+from tracking.artifacts import stage_checkpoint
+from tracking.finish import SearchOutcome, close_trial, finish_search
+from tracking.params import flatten_params, metrics_from_result
+from tracking.probe import ProbeSet
+from tracking.settings import TrackingSettings
+from tracking.writer import Writer
+from vae import keys
+from vae.config import VAEConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialState:
+    trial_id: str
+    run_id: str | None = None
+    max_epochs: int | None = None
+    last_epoch: int = 0  # last epoch whose metrics are logged (a retried epoch is not re-logged)
+    best: float = -math.inf  # objective, sign-adjusted so that larger is better
+    best_epoch: int | None = None
+    pending_best: bool = False  # the last result improved: its checkpoint is wanted
+    nonfinite: str | None = None
+    staged: Path | None = None  # local copy of the best checkpoint (this driver's life only)
+    ended: bool = False
+
+
+class SearchTracker:
+    """Driver-side MLflow writer for one search (see module docstring)."""
+
+    def __init__(self, settings: TrackingSettings, search_name: str, *,
+                 probe: ProbeSet | None = None, validation_labels: np.ndarray | None = None,
+                 objective: str = keys.OBJECTIVE, mode: str = keys.OBJECTIVE_MODE,
+                 asynchronous: bool = True) -> None:
+        if not search_name or "'" in search_name or "`" in search_name:
+            raise ValueError(f"search name {search_name!r} is invalid; allowed: a non-empty name "
+                             "without quotes")
+        if mode not in ("max", "min"):
+            raise ValueError(f"unknown mode {mode!r}; choose one of ['max', 'min']")
+        self.settings = settings.resolved()
+        self.search_name = search_name
+        self.probe, self.validation_labels = probe, validation_labels
+        self.objective, self._sign = objective, (1.0 if mode == "max" else -1.0)
+        uri = self.settings.tracking_uri
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.writer = Writer(asynchronous)
+        self.trials: dict[str, TrialState] = {}
+        self.parent_run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._staging = Path(tempfile.mkdtemp(prefix="aitexvae-tracking-"))
+
+    # -- the search ----------------------------------------------------------------------------
+    def start_search(self, params: Mapping[str, Any] | None = None,
+                     tags: Mapping[str, str] | None = None, resume: bool = False,
+                     search_id: str | None = None) -> str:
+        """Create the parent run, or reopen it: the one tagged ``search_id`` (a restored
+        callback keeps its id), else with ``resume`` this search name's latest one."""
+        experiment = self.client.get_experiment_by_name(self.settings.experiment)
+        self.experiment_id = experiment.experiment_id if experiment else \
+            self.client.create_experiment(self.settings.experiment,
+                                          artifact_location=names.artifact_root(
+                                              self.settings.tracking_uri))
+        parent = self._find_parent(names.TAG_SEARCH_ID, search_id) if search_id else None
+        if parent is None and resume:
+            parent = self._find_parent(names.TAG_SEARCH, self.search_name)
+        all_tags = {names.TAG_ROLE: "search", names.TAG_SEARCH: self.search_name,
+                    names.TAG_CODE_VERSION: names.code_version(),
+                    **({names.TAG_SEARCH_ID: search_id} if search_id else {}),
+                    **{k: str(v) for k, v in (tags or {}).items() if v is not None}}
+        if parent is None:
+            run = self.client.create_run(self.experiment_id, run_name=self.search_name,
+                                         tags=all_tags)
+            self.parent_run_id = run.info.run_id
+            items = [Param(k, v) for k, v in flatten_params(params or {}).items()]
+            for start in range(0, len(items), 100):  # log_batch takes at most 100 params
+                self.client.log_batch(self.parent_run_id, params=items[start:start + 100])
+        else:
+            self.parent_run_id = parent.info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            all_tags.pop(names.TAG_SEARCH_ID, None)  # keep the id the parent was created with
+            self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v)
+                                                            for k, v in all_tags.items()])
+            self._restore_children()
+        logger.info("MLflow: search %r is run %s in experiment %r (%s)", self.search_name,
+                    self.parent_run_id, self.settings.experiment, self.settings.tracking_uri)
+        return self.parent_run_id
+
+    def _find_parent(self, tag: str, value: str):
+        if "'" in value:
+            raise ValueError(f"{tag} value {value!r} is invalid; allowed: no quotes")
+        runs = self.client.search_runs(
+            [self.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`{tag}` = '{value}' and tags.`{names.TAG_ROLE}` = 'search'")
+        return runs[0] if runs else None
+
+    def children(self) -> list:
+        """All child runs of this search's parent, as MLflow stores them."""
+        found, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], max_results=1000, page_token=token,
+                filter_string=f"tags.`{names.PARENT_TAG}` = '{self.parent_run_id}'")
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
+
+    def _restore_children(self) -> None:
+        for run in self.children():
+            tags = run.data.tags
+            trial_id = tags.get(names.TAG_TRIAL_ID)
+            if trial_id is None:
+                continue
+            best = tags.get(names.TAG_BEST_OBJECTIVE)
+            self.trials[trial_id] = TrialState(
+                trial_id, run.info.run_id, last_epoch=int(tags.get(names.TAG_LAST_EPOCH, 0)),
+                best=self._sign * float(best) if best is not None else -math.inf,
+                best_epoch=int(tags[names.TAG_BEST_EPOCH]) if names.TAG_BEST_EPOCH in tags
+                else None, nonfinite=tags.get(names.TAG_NONFINITE),
+                ended=run.info.status != "RUNNING")
+        logger.info("MLflow: resuming search %r with %d existing trial run(s)", self.search_name,
+                    len(self.trials))
+
+    def end_search(self, status: str = "FINISHED", register: bool | None = None
+                   ) -> SearchOutcome:
+        """Summary, champion registration (when finished), parent status; waits for all writes."""
+        register = self.settings.register if register is None else register
+        for state in self.trials.values():  # interrupted: say so, resume will reopen them
+            if not state.ended and status != "FINISHED":
+                self.end_trial(state.trial_id, killed_reason=f"search ended {status}")
+        self.writer.flush()
+        outcome = finish_search(self, status=status, register=register and status == "FINISHED")
+        self.writer.flush()
+        outcome.failures = list(self.writer.failures)
+        return outcome
+
+    def close(self) -> None:
+        self.writer.close()
+
+    # -- trials --------------------------------------------------------------------------------
+    def start_trial(self, trial_id: str, config: Mapping[str, Any], name: str | None = None
+                    ) -> None:
+        state = self.trials.get(trial_id)
+        max_epochs = _max_epochs(config)
+        if state is not None:  # a restored or retried trial: same run, running again
+            state.ended, state.max_epochs = False, max_epochs or state.max_epochs
+            self.writer.submit(f"reopen run of trial {trial_id}", self._reopen, state)
+            return
+        state = self.trials[trial_id] = TrialState(trial_id, max_epochs=max_epochs)
+        params = flatten_params(config)
+        self.writer.submit(f"create run of trial {trial_id}", self._create_child, state,
+                           name or trial_id, params)
+
+    def _create_child(self, state: TrialState, name: str, params: dict[str, str]) -> None:
+        tags = {names.PARENT_TAG: self.parent_run_id, names.TAG_ROLE: "trial",
+                names.TAG_SEARCH: self.search_name, names.TAG_TRIAL_ID: state.trial_id}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        state.run_id = run.info.run_id
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # log_batch takes at most 100 params
+            self.client.log_batch(state.run_id, params=items[start:start + 100])
+
+    def _reopen(self, state: TrialState) -> None:
+        if state.run_id is None:
+            return
+        self.client.update_run(state.run_id, status="RUNNING")
+        if names.TAG_STOP_REASON in self.client.get_run(state.run_id).data.tags:
+            self.client.delete_tag(state.run_id, names.TAG_STOP_REASON)
+
+    def log_result(self, trial_id: str, result: Mapping[str, Any], nonfinite: str | None = None
+                   ) -> None:
+        """Log one reported epoch: every ``split/quantity`` metric with step = epoch.
+
+        ``nonfinite`` (a reason) marks the trial as stopped for non-finite values even when no
+        logged metric is NaN itself (e.g. the loss went NaN inside the epoch)."""
+        state = self.trials.get(trial_id)
+        if state is None:
+            self.start_trial(trial_id, result.get("config") or {})
+            state = self.trials[trial_id]
+        epoch = int(result.get(keys.EPOCH) or result.get("training_iteration") or
+                    state.last_epoch + 1)
+        metrics = metrics_from_result(result)
+        if nonfinite is not None and state.nonfinite is None:
+            state.nonfinite = f"{nonfinite} at epoch {epoch}"
+        for key, value in metrics.items():
+            if not math.isfinite(value) and state.nonfinite is None:
+                state.nonfinite = f"{key}={value} at epoch {epoch}"
+        value = metrics.get(self.objective)
+        if value is not None and math.isfinite(value) and state.nonfinite is None \
+                and self._sign * value > state.best:
+            state.best, state.best_epoch, state.pending_best = self._sign * value, epoch, True
+        if epoch <= state.last_epoch:
+            return  # a retried epoch: MLflow keeps the first value of each step
+        state.last_epoch = epoch
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, epoch) for k, v in metrics.items()]
+        tags = [RunTag(names.TAG_LAST_EPOCH, str(epoch))]
+        if state.best_epoch is not None:
+            tags += [RunTag(names.TAG_BEST_OBJECTIVE, repr(self._sign * state.best)),
+                     RunTag(names.TAG_BEST_EPOCH, str(state.best_epoch))]
+        if state.nonfinite is not None:
+            tags.append(RunTag(names.TAG_NONFINITE, state.nonfinite))
+        self.writer.submit(f"log epoch {epoch} of trial {trial_id}",
+                           lambda: self.client.log_batch(state.run_id, metrics=batch, tags=tags))
+
+    def wants_checkpoint(self, trial_id: str) -> bool:
+        """True when the trial's latest result improved its objective (upload that checkpoint)."""
+        state = self.trials.get(trial_id)
+        return bool(state and state.pending_best and state.nonfinite is None)
+
+    def log_checkpoint(self, trial_id: str, checkpoint_dir: str | Path) -> bool:
+        """Upload the checkpoint as the trial's best if ``wants_checkpoint``; returns whether."""
+        if not self.wants_checkpoint(trial_id):
+            return False
+        state = self.trials[trial_id]
+        state.pending_best = False
+        # Copied now: Tune deletes checkpoints beyond its keep-limit while the upload waits.
+        staged = stage_checkpoint(checkpoint_dir, self._staging / trial_id / f"e{state.best_epoch}",
+                                  self.validation_labels, self.settings.calibration_quantile)
+        previous, state.staged = state.staged, staged
+        self.writer.submit(f"upload best checkpoint of trial {trial_id}", self._upload_best,
+                           state, staged, previous)
+        return True
+
+    def _upload_best(self, state: TrialState, staged: Path, previous: Path | None) -> None:
+        self.client.log_artifacts(state.run_id, str(staged), names.BEST_CHECKPOINT_PATH)
+        if previous is not None and previous != staged:
+            shutil.rmtree(previous, ignore_errors=True)
+
+    def end_trial(self, trial_id: str, error: str | None = None,
+                  killed_reason: str | None = None) -> str:
+        """Close the trial's run; returns the MLflow status it gets."""
+        state = self.trials.get(trial_id)
+        if state is None or state.ended:
+            return "UNKNOWN" if state is None else "ENDED"
+        state.ended = True
+        if error is not None:
+            status, reason = "FAILED", f"error: {error}"[:4000]
+        elif state.nonfinite is not None:
+            status, reason = "KILLED", f"non-finite metric: {state.nonfinite}"
+        elif killed_reason is not None:
+            status, reason = "KILLED", killed_reason
+        elif state.max_epochs is not None and state.last_epoch < state.max_epochs:
+            status, reason = "KILLED", (f"stopped early by the scheduler after epoch "
+                                        f"{state.last_epoch} of {state.max_epochs}")
+        else:
+            status, reason = "FINISHED", None
+        self.writer.submit(f"close run of trial {trial_id}", close_trial, self, state, status,
+                           reason)
+        return status
+
+
+def _max_epochs(config: Mapping[str, Any]) -> int | None:
+    """``train.num_epochs`` of the trial (its default when the search does not set it)."""
+    flat = {key.replace("/", "."): value for key, value in flatten_params(config).items()}
+    known = {key: config_value(flat[key]) for key in VAEConfig.valid_keys() if key in flat}
+    try:
+        return VAEConfig().with_overrides(known).train.num_epochs
+    except (ValueError, TypeError):
+        return None
+
+
+def config_value(text: str) -> Any:
+    """A flattened param back to its Python value (params are strings in MLflow)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -1,0 +1,132 @@
+"""Tracking settings, the run/tag names shared by the writer and the readers, and user hints.
+
+Light on purpose (no MLflow import): the CLI builds ``TrackingSettings`` and prints
+``next_steps`` without paying for MLflow's import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shlex
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "aitexvae"
+DEFAULT_MODEL_NAME = "aitex-vae"
+CHAMPION_ALIAS = "champion"
+DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION_ALIAS}"
+ARTIFACTS_FOLDER = "mlartifacts"  # beside a SQLite database: the local artifact store
+
+# Tags that find runs again after a restart (restore-safety) and say what happened to a trial.
+TAG_ROLE = "aitexvae.role"  # "search" (parent) or "trial" (child)
+TAG_SEARCH = "aitexvae.search"  # search name, on parent and children
+TAG_SEARCH_ID = "aitexvae.search_id"  # unique per search; kept by a restored Tune callback
+TAG_TRIAL_ID = "aitexvae.trial_id"
+TAG_STOP_REASON = "aitexvae.stop_reason"  # why a child ended KILLED or FAILED
+TAG_BEST_OBJECTIVE = "aitexvae.best_objective"
+TAG_BEST_EPOCH = "aitexvae.best_epoch"
+TAG_LAST_EPOCH = "aitexvae.last_epoch"
+TAG_NONFINITE = "aitexvae.nonfinite"  # "key=value at epoch N": the trial can never be the champion
+TAG_SEARCH_SPACE = "aitexvae.search_space"
+TAG_CODE_VERSION = "aitexvae.code_version"
+TAG_DATASET = "aitexvae.dataset_fingerprint"
+TAG_RAY_ADDRESS = "aitexvae.ray_address"
+TAG_CHAMPION = "aitexvae.champion"  # on the parent: "models:/NAME/VERSION"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows children under it
+
+BEST_CHECKPOINT_PATH = "checkpoints/best"  # artifact folder of a child's best checkpoint
+PROBE_PATH = "probe"
+SUMMARY_PATH = "summary"
+WEIGHTS_ARTIFACT = "weights"  # the pyfunc's artifact key and folder for the vae.save output
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where and how a search is tracked."""
+
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    experiment: str = DEFAULT_EXPERIMENT
+    model_name: str = DEFAULT_MODEL_NAME  # registered model the champion is added to
+    alias: str = CHAMPION_ALIAS
+    register: bool = True
+    probe_per_class: int = 4  # probe picture: this many normal + this many defect patches
+    probe_seed: int = 0
+    calibration_quantile: float = 0.99  # of normal validation scores: the reject threshold
+
+    def __post_init__(self) -> None:
+        for name in ("tracking_uri", "experiment", "model_name", "alias"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"tracking {name}={value!r} is invalid; allowed: a non-empty "
+                                 "string")
+        if isinstance(self.probe_per_class, bool) or not isinstance(self.probe_per_class, int) \
+                or not 1 <= self.probe_per_class <= 16:
+            raise ValueError(f"probe_per_class={self.probe_per_class!r} is invalid; allowed: an "
+                             "integer in [1, 16]")
+        if not isinstance(self.calibration_quantile, float | int) \
+                or not math.isfinite(self.calibration_quantile) \
+                or not 0.0 < self.calibration_quantile < 1.0:
+            raise ValueError(f"calibration_quantile={self.calibration_quantile!r} is out of "
+                             "range; allowed (0, 1)")
+
+    def resolved(self) -> TrackingSettings:
+        """The same settings with a relative SQLite path made absolute (printed commands work
+        from any folder, and the store does not move if the driver changes directory)."""
+        return dataclasses.replace(self, tracking_uri=absolute_uri(self.tracking_uri))
+
+
+def absolute_uri(uri: str) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):
+        path = Path(uri[len("sqlite:///"):])
+        return f"sqlite:///{path.expanduser().resolve()}"
+    return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """A local artifact folder beside a SQLite database; ``None`` lets a server decide."""
+    if uri.startswith("sqlite:///"):
+        return (Path(absolute_uri(uri)[len("sqlite:///"):]).parent / ARTIFACTS_FOLDER).as_uri()
+    return None
+
+
+def code_version() -> str:
+    """Git commit of this checkout (``+dirty`` with uncommitted changes), else the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5, check=True).stdout.strip()
+        return f"{sha}+dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return metadata.version("aitexvae")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+
+def next_steps(tracking_uri: str = DEFAULT_TRACKING_URI, model_name: str = DEFAULT_MODEL_NAME,
+               alias: str = CHAMPION_ALIAS, registered: bool = True) -> str:
+    """The commands to browse the search in the MLflow UI and to pull the champion."""
+    uri = absolute_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        browse = f"open {uri} in a browser (an SSH tunnel if it is a remote head node)"
+    else:
+        browse = f"mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000"
+        root = artifact_root(uri)
+        if root:
+            browse += f" --default-artifact-root {shlex.quote(root)}"
+        browse += "   # then open http://127.0.0.1:5000"
+    lines = ["Next steps:", f"  browse the runs:  {browse}"]
+    if registered:
+        model_uri = f"models:/{model_name}@{alias}"
+        lines.append(f"  pull the model:   aitexvae pull --model-uri {shlex.quote(model_uri)} "
+                     f"--tracking-uri {shlex.quote(uri)} --out ./{model_name}")
+        lines.append(f"  score images:     aitexvae score --model ./{model_name} "
+                     "--data-root DATA --out scores")
+    return "\n".join(lines)
