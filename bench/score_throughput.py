@@ -1,7 +1,8 @@
 """Patches/s of ``vae.score.score_patches`` against a plain reconstruction loop, side by side.
 
 Both run in this process on the same model, patches, batch size, device and autocast rule,
-alternated round by round (the machine is shared and noisy: medians are compared). The plain
+alternated round by round; the reported ratio is the median of the per-round ratios, which
+cancels load that drifts between rounds on a shared machine. The plain
 loop is what any inference costs — uint8 to the device, scale, ``model.reconstruct`` — so the
 ratio is what scoring adds on top: residual, blur, reduction and copying maps to the host.
 
@@ -53,10 +54,10 @@ def timed(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--patches", type=int, default=256)
+    parser.add_argument("--patches", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--device", default=None, help="default: CUDA when present, else CPU")
     args = parser.parse_args()
 
@@ -88,14 +89,21 @@ def main() -> None:
         fn()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_number in range(args.rounds):
-        for name, fn in runs.items():
-            times[name].append(timed(fn))
+        # Alternate the order each round so neither side always runs on a warmer machine.
+        order = list(runs) if round_number % 2 == 0 else list(reversed(runs))
+        for name in order:
+            times[name].append(timed(runs[name]))
         print(f"round {round_number + 1}: " + ", ".join(
             f"{name} {args.patches / t[-1]:.1f}/s" for name, t in times.items()))
-    rates = {name: args.patches / statistics.median(t) for name, t in times.items()}
-    for name, rate in rates.items():
-        print(f"{name:>14}: {rate:10.1f} patches/s (median of {args.rounds})")
-    print(f"ratio score_vs_forward: {rates['score'] / rates['forward']:.3f}")
+    for name, t in times.items():
+        print(f"{name:>14}: {args.patches / statistics.median(t):10.1f} patches/s "
+              f"(median of {args.rounds} rounds)")
+    # Per-round ratios cancel load that drifts between rounds on a shared machine.
+    ratios = [f / s for f, s in zip(times["forward"], times["score"], strict=True)]
+    no_maps = [f / s for f, s in zip(times["forward"], times["score_no_maps"], strict=True)]
+    print(f"per-round ratios score/forward: {', '.join(f'{r:.3f}' for r in ratios)}")
+    print(f"ratio score_no_maps_vs_forward (median): {statistics.median(no_maps):.3f}")
+    print(f"ratio score_vs_forward: {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ from torch import nn
 
 from vae.config import LossConfig, ModelConfig, ScoreConfig, VAEConfig
 from vae.score import anomaly_maps, patch_scores, score_patches
-from vae.score import maps as maps_module
-from vae.score.maps import gaussian_blur
+from vae.score.blur import gaussian_blur
 
 
 class ConstantModel(nn.Module):
@@ -48,23 +47,25 @@ def test_maps_are_residuals_in_unit_scale_whatever_the_model_range(method, activ
     np.testing.assert_allclose(maps, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("matmul_max", [512, 16], ids=["banded-matmul", "convolution"])
-def test_smoothed_map_equals_scipy_gaussian_filter(matmul_max, monkeypatch):
-    monkeypatch.setattr(maps_module, "MATMUL_BLUR_MAX_SIZE", matmul_max)
-    images = _images(n=3, size=40)
+@pytest.mark.parametrize(("size", "sigma"), [(40, 1.5), (32, 2.0), (144, 5.0)])
+def test_smoothed_map_equals_scipy_gaussian_filter(size, sigma):
+    # sizes below, at and above one blur block, not multiples of it; a halo wider than 8
+    images = _images(n=3, size=size)
     model = ConstantModel()
-    config = ScoreConfig(map="l2_smooth", smooth_sigma=1.5)
+    config = ScoreConfig(map="l2_smooth", smooth_sigma=sigma)
     maps = anomaly_maps(model, images, score_config=config)
     raw = ((images[:, 0].astype(np.float64) / 255 - 0.5) ** 2)
     # replicate padding == scipy's "nearest"; the radius is ceil(4 sigma) as scipy's truncate=4
-    expected = np.stack([ndimage.gaussian_filter(m, 1.5, mode="nearest", truncate=4.0)
+    expected = np.stack([ndimage.gaussian_filter(m, sigma, mode="nearest", truncate=4.0)
                          for m in raw])
     np.testing.assert_allclose(maps, expected, atol=1e-6)
     assert maps.std() < raw.std() * 0.6  # the blur really smooths
 
 
-def test_blur_with_sigma_zero_is_identity():
-    maps = torch.rand(2, 8, 8)
+def test_blur_of_non_square_maps_and_sigma_zero():
+    maps = torch.rand(2, 8, 300, dtype=torch.float64)  # wider than a full matrix: blockwise
+    expected = np.stack([ndimage.gaussian_filter(m, 3.0, mode="nearest") for m in maps.numpy()])
+    np.testing.assert_allclose(gaussian_blur(maps, 3.0).numpy(), expected, atol=1e-12)
     assert torch.equal(gaussian_blur(maps, 0.0), maps)
 
 

@@ -18,62 +18,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vae.config import ScoreConfig
 from vae.pixels import to_model_input, to_unit
+from vae.score.blur import gaussian_blur
 from vae.train import autocast_dtype
-
-GAUSSIAN_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
-MATMUL_BLUR_MAX_SIZE = 512  # beyond it the banded products cost more than they save
-
-
-def gaussian_kernel1d(sigma: float, device: torch.device | None = None) -> torch.Tensor:
-    """Normalised 1-D Gaussian, radius ``ceil(4 sigma)`` (the separable factor of the 2-D blur)."""
-    radius = max(1, math.ceil(GAUSSIAN_TRUNCATE * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def gaussian_matrix(size: int, sigma: float, device: torch.device | None = None,
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(size, size) banded matrix G with ``G @ v`` = the 1-D blur of v, replicate-padded.
-
-    Taps that fall beyond an edge are added to the edge pixel's weight (what replicate padding
-    does), so every row still sums to 1.
-    """
-    kernel = gaussian_kernel1d(sigma, device)
-    radius = kernel.numel() // 2
-    columns = (torch.arange(size, device=device)[:, None]
-               + torch.arange(-radius, radius + 1, device=device)).clamp_(0, size - 1)
-    matrix = torch.zeros(size, size, device=device)
-    matrix.scatter_add_(1, columns, kernel.expand(size, -1).contiguous())
-    return matrix.to(dtype)
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur (B, H, W) maps with a separable Gaussian (rows, then columns), replicate-padded.
-
-    Borders are replicated, so a defect at a patch edge is not faded by zeros. Up to
-    ``MATMUL_BLUR_MAX_SIZE`` the two 1-D passes run as products with banded matrices,
-    G_h · M · G_wᵀ: more FLOPs than a 1-channel convolution but ~6× faster on CPU (matmul is
-    the best-tuned kernel there; bench/score_throughput.py); larger maps use convolutions.
-    """
-    if sigma <= 0:
-        return maps
-    height, width = maps.shape[-2:]
-    if max(height, width) <= MATMUL_BLUR_MAX_SIZE:
-        rows = gaussian_matrix(height, sigma, maps.device, maps.dtype)
-        columns = gaussian_matrix(width, sigma, maps.device, maps.dtype)
-        return rows @ maps @ columns.T
-    kernel = gaussian_kernel1d(sigma, maps.device).to(maps.dtype)
-    radius = kernel.numel() // 2
-    x = maps.unsqueeze(1)  # (B, 1, H, W)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return x.squeeze(1)
 
 
 def residual_maps(x_unit: torch.Tensor, recon_unit: torch.Tensor, score_config: ScoreConfig
