@@ -235,3 +235,27 @@ def test_bad_model_root_or_nothing_scorable_exit_2(aitex_root, model_dir, tmp_pa
         main(["score", "--model", str(model_dir), "--images", "a.png", "--out", "o",
               "--batch-size", "0"])
     assert exit_info.value.code == 2
+
+
+def test_folder_layout_is_scored_with_labels(model_dir, tmp_path):
+    root = tmp_path / "carpet"
+    for folder in ("train/good", "test/good", "test/cut", "ground_truth/cut"):
+        (root / folder).mkdir(parents=True)
+    Image.fromarray(_fabric(P, 64, 1)).save(root / "train/good/000.png")
+    Image.fromarray(_fabric(P, 64, 2)).save(root / "test/good/000.png")
+    image, mask = _fabric(P, 64, 3), np.zeros((P, 64), np.uint8)
+    image[5:9, 40:44], mask[5:9, 40:44] = 255, 255
+    Image.fromarray(image).save(root / "test/cut/000.png")
+    Image.fromarray(mask).save(root / "ground_truth/cut/000_mask.png")
+    out = tmp_path / "out"
+    assert main(["score", "--model", str(model_dir), "--data-root", str(root), "--format",
+                 "folder", "--out", str(out), "--stride", "16"]) == 0
+    rows = _rows(out)
+    files = {r["file"] for r in rows}
+    assert files == {"train/good/000.png", "test/good/000.png", "test/cut/000.png"}
+    cut_rows = [r for r in rows if r["file"] == "test/cut/000.png"]
+    assert [int(r["x"]) for r in cut_rows] == [0, 16, 32]  # stride 16 over a 64-wide image
+    assert [int(r["label"]) for r in cut_rows] == [0, 1, 1]
+    assert {r["defect_code"] for r in cut_rows} == {"cut"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_anomalous"] == 2 and metrics["n_normal_fabric_matched"] == 1
