@@ -39,7 +39,7 @@ SCRIPT = {  # trial -> (config overrides, val/auroc per epoch, how it ends)
     "good": ({"model.latent_dim": 4, "train.learning_rate": 1e-3}, [0.6, 0.8, 0.7], None),
     "early": ({"model.latent_dim": 8, "train.learning_rate": 1e-2}, [0.65], None),
     "nan": ({"model.latent_dim": 6, "train.learning_rate": 3e-3}, [0.9, math.nan], None),
-    "broken": ({"model.latent_dim": 5, "train.learning_rate": 1e-4}, [0.95], "RuntimeError: boom"),
+    "broken": ({"model.latent_dim": 5, "train.learning_rate": 1e-4}, [0.75], "RuntimeError: boom"),
 }
 
 
@@ -185,7 +185,9 @@ def test_parent_summary_table_and_plot(scripted, tmp_path):
     table = Path(client.download_artifacts(scripted["parent"], "summary/trials.csv",
                                            str(tmp_path))).read_text().splitlines()
     assert len(table) == 1 + len(SCRIPT)
-    assert table[1].split(",")[0] == "broken"  # sorted best first (0.95, although it failed)
+    rows = [line.split(",") for line in table[1:]]
+    assert [row[0] for row in rows] == ["good", "broken", "early", "nan"]  # best first
+    assert [row[2] for row in rows] == ["FINISHED", "FAILED", "KILLED", "KILLED"]
 
 
 def test_champion_is_the_best_eligible_trial_with_description(scripted):

@@ -23,7 +23,8 @@ def resolve_model_dir(model_ref: str, tracking_uri: str | None = None) -> Path:
 
 
 def load_model(model_ref: str, tracking_uri: str | None = None):
-    """``vae.load`` of a local model folder or of a pulled ``models:/``/``runs:/`` URI."""
+    """``vae.load`` of a local model folder or of a pulled ``models:/``/``runs:/`` URI, with
+    its calibration attached as ``model.calibration`` when the folder has one."""
     from tracking.pull import load_model as load
 
     return load(model_ref, tracking_uri)

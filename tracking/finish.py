@@ -84,12 +84,13 @@ def _row(run) -> dict[str, object]:
 
 
 def eligible(row: dict[str, object]) -> bool:
-    """A champion ran without error, never went non-finite and has a finite objective."""
+    """A champion has a finite objective and never went non-finite (the search's own ranking
+    rule: a trial that failed later still produced a valid best checkpoint before)."""
     try:
         value = float(row["best_objective"])  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-    return row["status"] != "FAILED" and not row["nonfinite"] and math.isfinite(value)
+    return not row["nonfinite"] and math.isfinite(value)
 
 
 def _description(tracker: SearchTracker, row: dict[str, object], folder: Path) -> str:
@@ -109,6 +110,30 @@ def _description(tracker: SearchTracker, row: dict[str, object], folder: Path) -
     return "\n".join(lines)
 
 
+def _register_best(tracker: SearchTracker, candidates: list[dict[str, object]],
+                   outcome: SearchOutcome) -> None:
+    for row in candidates:  # best first; one without a checkpoint artifact cannot be pulled
+        state = tracker.trials.get(str(row["trial_id"]))
+        weights = best_checkpoint_dir(tracker, str(row["run_id"]), state.staged if state else None)
+        if weights is None:
+            logger.warning("MLflow: trial %s has no best checkpoint artifact; trying the next",
+                           row["trial_id"])
+            continue
+        settings = tracker.settings
+        outcome.champion = register_champion(
+            tracker.client, settings.tracking_uri, str(row["run_id"]), weights,
+            settings.model_name, settings.alias, _description(tracker, row, weights),
+            tags={"search": tracker.search_name, "trial_id": str(row["trial_id"]),
+                  tracker.objective: str(row["best_objective"])})
+        outcome.champion_trial_id = str(row["trial_id"])
+        outcome.champion_objective = float(row["best_objective"])  # type: ignore[arg-type]
+        tracker.client.set_tag(tracker.parent_run_id, names.TAG_CHAMPION,
+                               outcome.champion.version_uri)
+        return
+    logger.warning("MLflow: no trial of search %r has a finite %s and a checkpoint; nothing "
+                   "registered", tracker.search_name, tracker.objective)
+
+
 def finish_search(tracker: SearchTracker, status: str, register: bool) -> SearchOutcome:
     client, parent = tracker.client, tracker.parent_run_id
     rows = [_row(run) for run in tracker.children()]
@@ -121,26 +146,9 @@ def finish_search(tracker: SearchTracker, status: str, register: bool) -> Search
     plot_summary(rows, searched_keys(rows, param_keys), tracker.objective,
                  folder / "search_summary.png")
     client.log_artifacts(parent, str(folder), names.SUMMARY_PATH)
-    candidates = [row for row in rows if eligible(row)]
-    if register and candidates:
-        best = max(candidates, key=lambda row: tracker._sign * float(row["best_objective"]))
-        state = tracker.trials.get(str(best["trial_id"]))
-        weights = best_checkpoint_dir(tracker, str(best["run_id"]), state.staged if state else None)
-        if weights is None:
-            logger.warning("MLflow: trial %s has no best checkpoint artifact; nothing registered",
-                           best["trial_id"])
-        else:
-            settings = tracker.settings
-            outcome.champion = register_champion(
-                client, settings.tracking_uri, str(best["run_id"]), weights, settings.model_name,
-                settings.alias, _description(tracker, best, weights),
-                tags={"search": tracker.search_name, "trial_id": str(best["trial_id"]),
-                      tracker.objective: str(best["best_objective"])})
-            outcome.champion_trial_id = str(best["trial_id"])
-            outcome.champion_objective = float(best["best_objective"])
-            client.set_tag(parent, names.TAG_CHAMPION, outcome.champion.version_uri)
-    elif register:
-        logger.warning("MLflow: no trial of search %r has a finite %s; nothing registered",
-                       tracker.search_name, tracker.objective)
+    candidates = sorted((row for row in rows if eligible(row)),
+                        key=lambda row: -tracker._sign * float(row["best_objective"]))
+    if register:
+        _register_best(tracker, candidates, outcome)
     client.set_terminated(parent, status=status)
     return outcome

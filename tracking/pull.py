@@ -124,7 +124,16 @@ def resolve_model_dir(model_ref: str, tracking_uri: str | None = None) -> Path:
 
 
 def load_model(model_ref: str, tracking_uri: str | None = None):
-    """``vae.load`` of a local folder or of a pulled ``models:/`` / ``runs:/`` URI."""
-    import vae
+    """``vae.load`` of a local folder or of a pulled ``models:/`` / ``runs:/`` URI.
 
-    return vae.load(resolve_model_dir(model_ref, tracking_uri))
+    The folder's ``calibration.json`` (when there is one) is attached as ``model.calibration``,
+    which ``aitexvae score`` uses for its accept/reject decisions.
+    """
+    import vae
+    from vae.score import Calibration
+
+    folder = resolve_model_dir(model_ref, tracking_uri)
+    model = vae.load(folder)
+    if (folder / CALIBRATION_FILE).is_file():
+        model.calibration = Calibration.from_json(folder / CALIBRATION_FILE)
+    return model

@@ -110,23 +110,29 @@ def code_version() -> str:
             return "unknown"
 
 
-def next_steps(tracking_uri: str = DEFAULT_TRACKING_URI, model_name: str = DEFAULT_MODEL_NAME,
-               alias: str = CHAMPION_ALIAS, registered: bool = True) -> str:
-    """The commands to browse the search in the MLflow UI and to pull the champion."""
+def next_step_lines(tracking_uri: str = DEFAULT_TRACKING_URI,
+                    model_name: str = DEFAULT_MODEL_NAME, alias: str = CHAMPION_ALIAS,
+                    registered: bool = True) -> list[str]:
+    """The commands to browse the search in the MLflow UI and to pull and use the champion."""
     uri = absolute_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
-        browse = f"open {uri} in a browser (an SSH tunnel if it is a remote head node)"
+        lines = [f"open {uri} in a browser   # the MLflow UI (through an SSH tunnel for a "
+                 "remote head node)"]
     else:
-        browse = f"mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000"
-        root = artifact_root(uri)
-        if root:
-            browse += f" --default-artifact-root {shlex.quote(root)}"
-        browse += "   # then open http://127.0.0.1:5000"
-    lines = ["Next steps:", f"  browse the runs:  {browse}"]
+        lines = [f"mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000   # then open "
+                 "http://127.0.0.1:5000"]
     if registered:
         model_uri = f"models:/{model_name}@{alias}"
-        lines.append(f"  pull the model:   aitexvae pull --model-uri {shlex.quote(model_uri)} "
-                     f"--tracking-uri {shlex.quote(uri)} --out ./{model_name}")
-        lines.append(f"  score images:     aitexvae score --model ./{model_name} "
-                     "--data-root DATA --out scores")
-    return "\n".join(lines)
+        folder = f"./{model_name}"
+        lines += [f"aitexvae pull --model-uri {shlex.quote(model_uri)} --tracking-uri "
+                  f"{shlex.quote(uri)} --out {folder}",
+                  f"aitexvae score --model {folder} --data-root DATA --out scores   # or "
+                  f"--model {model_uri}"]
+    return lines
+
+
+def next_steps(tracking_uri: str = DEFAULT_TRACKING_URI, model_name: str = DEFAULT_MODEL_NAME,
+               alias: str = CHAMPION_ALIAS, registered: bool = True) -> str:
+    """``next_step_lines`` as a block to print at the end of ``aitexvae tune``."""
+    lines = next_step_lines(tracking_uri, model_name, alias, registered)
+    return "\n".join(["Next steps:", *(f"  {line}" for line in lines)])

@@ -1,0 +1,179 @@
+"""Ray Tune → MLflow: a thin ``tune.Callback`` forwarding trial events to ``tracking``'s tracker.
+
+All MLflow logic lives in ``tracking/`` (which never imports Ray); this is the only Ray code of
+the tracking feature. Tune pickles its callbacks into ``tuner.pkl`` and uses the unpickled copy
+on ``Tuner.restore``, so the callback holds only small, picklable things (settings, a search
+id, the probe patches, the validation labels) and builds its tracker in ``setup``. The search
+id makes a restored search find its parent run again (no duplicate parent or children).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray import tune
+
+from search.keys import NONFINITE
+
+logger = logging.getLogger(__name__)
+
+FINAL_TRIAL_STATES = ("TERMINATED", "ERROR")
+
+
+def _last_line(text: str | None, default: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
+class MlflowTrackingCallback(tune.Callback):
+    """Parent run per search, child run per trial, best checkpoints, probe pictures, champion."""
+
+    def __init__(self, settings: Any, search_name: str, *, val_images: np.ndarray | None = None,
+                 val_labels: np.ndarray | None = None, search_params: Mapping[str, Any] | None = None,
+                 tags: Mapping[str, str] | None = None, resume: bool = False,
+                 asynchronous: bool = True) -> None:
+        from tracking.probe import choose_probe
+
+        self.settings = settings.resolved()
+        self.search_name = search_name
+        self.search_id = uuid.uuid4().hex  # pickled with the callback: the same after a restore
+        self.search_params = dict(search_params or {})
+        self.tags = dict(tags or {})
+        self.resume = resume
+        self.asynchronous = asynchronous
+        self.val_labels = None if val_labels is None else np.asarray(val_labels).copy()
+        self.probe = None
+        if val_images is not None and val_labels is not None and len(val_labels):
+            self.probe = choose_probe(val_images, val_labels, self.settings.probe_per_class,
+                                      self.settings.probe_seed)
+        self.outcome = None  # tracking.finish.SearchOutcome once the search ends
+        self._tracker = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_tracker"] = None  # MLflow clients and threads stay in this process
+        return state
+
+    @property
+    def tracker(self):
+        if self._tracker is None:
+            raise RuntimeError("MlflowTrackingCallback.setup() has not run")
+        return self._tracker
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        from tracking.preflight import check_tracking_uri
+        from tracking.runs import SearchTracker
+        from tracking.settings import TAG_RAY_ADDRESS
+
+        check_tracking_uri(self.settings.tracking_uri)
+        self._tracker = SearchTracker(self.settings, self.search_name, probe=self.probe,
+                                      validation_labels=self.val_labels,
+                                      asynchronous=self.asynchronous)
+        tags = {**self.tags, TAG_RAY_ADDRESS: self.tags.get(TAG_RAY_ADDRESS) or _ray_address()}
+        self._tracker.start_search(self.search_params, tags, resume=self.resume,
+                                   search_id=self.search_id)
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.tracker.start_trial(trial.trial_id, trial.config, name=str(trial))
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        reason = f"the trial reported {NONFINITE}=1" if result.get(NONFINITE) else None
+        self.tracker.log_result(trial.trial_id, result, nonfinite=reason)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        if self.tracker.wants_checkpoint(trial.trial_id):
+            with checkpoint.as_directory() as directory:  # a download only for remote storage
+                self.tracker.log_checkpoint(trial.trial_id, directory)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.tracker.end_trial(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.tracker.end_trial(trial.trial_id, error=_last_line(trial.get_error(), "trial error"))
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        # Tune also ends the experiment on Ctrl-C: only a complete search gets a champion.
+        complete = all(trial.status in FINAL_TRIAL_STATES for trial in trials)
+        try:
+            self.outcome = self.tracker.end_search("FINISHED" if complete else "KILLED")
+        finally:
+            self.tracker.close()
+        if self.outcome.failures:
+            logger.warning("MLflow: %d tracking write(s) failed during the search; first: %s",
+                           len(self.outcome.failures), self.outcome.failures[0])
+
+
+def dataset_fingerprint(splits: Any) -> str:
+    """The patch-cache key of the data (it hashes the source files and patch settings), else a
+    hash of the data summary when the cache is off."""
+    cache_path = (getattr(splits.summary, "cache", None) or {}).get("path")
+    if cache_path:
+        return Path(cache_path).name
+    document = json.dumps(splits.summary.to_dict(), sort_keys=True, default=str)
+    return "summary-" + hashlib.sha256(document.encode()).hexdigest()[:16]
+
+
+def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], list[str]]]:
+    """``aitexvae tune``'s tracking: the callback and the end-of-search hook.
+
+    Checks the store first (``TrackingUnavailableError`` within seconds, before Ray starts any
+    trial). The hook returns the commands to print (browse the UI, pull the champion).
+    """
+    from tracking.preflight import check_tracking_uri
+    from tracking.settings import (
+        DEFAULT_EXPERIMENT,
+        DEFAULT_TRACKING_URI,
+        TAG_DATASET,
+        TAG_RAY_ADDRESS,
+        TAG_SEARCH_SPACE,
+        TrackingSettings,
+        next_step_lines,
+    )
+
+    search = prepared.settings
+    settings = TrackingSettings(tracking_uri=search.tracking_uri or DEFAULT_TRACKING_URI,
+                                experiment=search.experiment or DEFAULT_EXPERIMENT).resolved()
+    check_tracking_uri(settings.tracking_uri)
+    val = prepared.splits.val
+    tags = {TAG_SEARCH_SPACE: search.space_file or "default space",
+            TAG_DATASET: dataset_fingerprint(prepared.splits),
+            TAG_RAY_ADDRESS: prepared.cluster.address or "",  # "" → filled in by setup()
+            "aitexvae.ray_experiment_path": prepared.experiment_path}
+    params = {k: v for k, v in search.to_dict().items()
+              if k not in ("tracking", "tracking_uri", "experiment", "verbose")}
+    params["searched_keys"] = ",".join(prepared.searched_keys)
+    callback = MlflowTrackingCallback(settings, search.name, val_images=val.images,
+                                      val_labels=val.labels, search_params=params, tags=tags,
+                                      resume=prepared.resuming)
+
+    def on_search_end(outcome: Any) -> list[str]:
+        result = callback.outcome
+        champion = result.champion if result is not None else None
+        winner = getattr(getattr(outcome, "summary", None), "winner", None)
+        if champion is not None and winner is not None \
+                and result.champion_trial_id != winner.trial_id:
+            logger.warning("MLflow champion (trial %s) differs from the search's winner (trial "
+                           "%s)", result.champion_trial_id, winner.trial_id)
+        lines = next_step_lines(settings.tracking_uri, settings.model_name, settings.alias,
+                                registered=champion is not None)
+        if champion is not None:
+            lines.insert(1, f"# champion: {champion.version_uri} (trial "
+                            f"{result.champion_trial_id}) = {champion.alias_uri}")
+        return lines
+
+    return [callback], on_search_end
+
+
+def _ray_address() -> str:
+    try:
+        return ray.get_runtime_context().gcs_address
+    except Exception:  # not connected: nothing to record
+        return "unknown"

@@ -1,0 +1,107 @@
+"""``aitexvae tune --resume`` after a SIGKILLed driver reuses the MLflow runs: one parent, one child
+per trial, one metric value per epoch — no duplicates. Real processes: a `ray start` cluster
+(so killing the driver leaves the cluster up), two `aitexvae tune` drivers, a SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.support.mlflow_server import migrated_sqlite
+from tests.support.ray_cluster import LocalRayCluster
+from tracking import settings as names
+from vae import keys
+
+pytestmark = pytest.mark.slow
+
+AITEXVAE = str(Path(sys.executable).with_name("aitexvae"))
+MAX_EPOCHS = 4
+
+
+def _epochs(trial_dir: Path) -> list[int]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["epoch"] for r in rows if "epoch" in r]
+
+
+def _wait_until_one_finished_and_one_midway(experiment: Path, driver: subprocess.Popen,
+                                            log: Path, timeout_s: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            raise AssertionError(f"driver exited early ({driver.returncode}):\n"
+                                 f"{log.read_text()[-3000:]}")
+        progress = [max(_epochs(d), default=0) for d in experiment.glob("trial_*")]
+        if MAX_EPOCHS in progress and any(2 <= p < MAX_EPOCHS for p in progress):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no interruption point within {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def _runs(uri: str) -> list:
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(names.DEFAULT_EXPERIMENT)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_resume_after_a_killed_driver_reuses_parent_and_child_runs(tmp_path, tmp_path_factory):
+    uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
+    storage = tmp_path / "ray_results"
+    common = ["--storage-path", str(storage), "--tracking-uri", uri]
+    with LocalRayCluster(num_nodes=1, num_cpus=2) as cluster:
+        env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home"),
+               "MLFLOW_DISABLE_TELEMETRY": "true"}
+        log = tmp_path / "driver1.log"
+        with open(log, "wb") as out:
+            driver = subprocess.Popen(
+                [AITEXVAE, "tune", "--name", "resumed", "--address", cluster.address,
+                 "--image-size", "32", "--num-samples", "3", "--max-epochs", str(MAX_EPOCHS),
+                 "--train-patches", "128", "--scheduler", "fifo", "--max-concurrent-trials",
+                 "1", *common], env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        try:
+            _wait_until_one_finished_and_one_midway(storage / "resumed", driver, log)
+            time.sleep(0.5)  # let the tracker's writer thread catch up with the last report
+        finally:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+
+        before = _runs(uri)
+        parents = [r for r in before if r.data.tags.get(names.TAG_ROLE) == "search"]
+        assert len(parents) == 1 and parents[0].info.status == "RUNNING"
+        children_before = {r.data.tags[names.TAG_TRIAL_ID]: r.info.run_id for r in before
+                           if r.data.tags.get(names.TAG_ROLE) == "trial"}
+        assert len(children_before) == 2  # the finished trial and the interrupted one
+
+        resumed = subprocess.run([AITEXVAE, "tune", "--resume", "resumed", "--address",
+                                  cluster.address, *common], env=env, capture_output=True,
+                                 text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "aitexvae pull --model-uri models:/aitex-vae@champion" in resumed.stdout
+
+    after = _runs(uri)
+    parents = [r for r in after if r.data.tags.get(names.TAG_ROLE) == "search"]
+    children = {r.data.tags[names.TAG_TRIAL_ID]: r for r in after
+                if r.data.tags.get(names.TAG_ROLE) == "trial"}
+    assert len(after) == 1 + 3 and len(parents) == 1 and len(children) == 3  # no duplicates
+    assert parents[0].info.status == "FINISHED"
+    for trial_id, run_id in children_before.items():
+        assert children[trial_id].info.run_id == run_id  # the same runs continued
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for trial_id, run in children.items():
+        assert run.info.status == "FINISHED", trial_id
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, keys.VAL_AUROC)]
+        assert steps == list(range(1, MAX_EPOCHS + 1)), (trial_id, steps)
+        assert run.data.params["train/num_epochs"] == str(MAX_EPOCHS)
+    champion = client.get_model_version_by_alias("aitex-vae", "champion")
+    assert champion.run_id in {run.info.run_id for run in children.values()}
