@@ -29,6 +29,7 @@ from tests.support.checkpoints import (
 from tests.support.mlflow_server import migrated_sqlite, mlflow_server
 from tracking import settings as names
 from tracking.artifacts import find_pickles
+from tracking.preflight import check_tracking_uri
 from tracking.probe import choose_probe
 from tracking.pull import pull
 from tracking.runs import SearchTracker
@@ -52,6 +53,7 @@ def _quiet_mlflow():
 
 def run_script(uri: str, workdir: Path) -> dict:
     """Drive a whole search through the tracker; return what the assertions need."""
+    check_tracking_uri(uri)  # a reachable store passes the pre-flight check
     val_images, val_labels = validation_set()
     tracker = SearchTracker(TrackingSettings(tracking_uri=uri), "unit-search",
                             probe=choose_probe(val_images, val_labels, per_class=2),

@@ -1,0 +1,146 @@
+"""The tracker's parts on their own: probe choice and picture, params/metrics flattening,
+checkpoint staging and calibration, champion eligibility, the writer, summary, settings."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.support.checkpoints import make_model, tiny_config, validation_set, write_checkpoint
+from tracking.artifacts import stage_checkpoint
+from tracking.finish import eligible
+from tracking.params import flatten_params, metrics_from_result
+from tracking.probe import choose_probe, probe_rows, render_probe
+from tracking.settings import TrackingSettings, next_steps
+from tracking.summary import plot_summary, searched_keys, write_table
+from tracking.writer import Writer
+from vae.score import Calibration, anomaly_maps, score_patches
+
+
+def test_probe_set_is_balanced_fixed_by_seed_and_changes_with_it():
+    images, labels = validation_set(normal=10, defect=10)
+    first = choose_probe(images, labels, per_class=4, seed=5)
+    again = choose_probe(images, labels, per_class=4, seed=5)
+    other = choose_probe(images, labels, per_class=4, seed=6)
+    assert list(first.labels) == [0] * 4 + [1] * 4
+    np.testing.assert_array_equal(first.indices, again.indices)
+    np.testing.assert_array_equal(first.images, images[first.indices])
+    assert list(first.indices) != list(other.indices)
+    with pytest.raises(ValueError, match="uint8"):
+        choose_probe(images.astype(np.float32), labels)
+
+
+def test_probe_rows_use_the_projects_anomaly_maps_and_the_picture_has_one_tile_each():
+    images, labels = validation_set(normal=3, defect=3)
+    probe = choose_probe(images, labels, per_class=2)
+    model = make_model(tiny_config(), seed=1)
+    rows = probe_rows(model, probe)
+    np.testing.assert_array_equal(rows["residual"], anomaly_maps(model, probe.images))
+    assert rows["input"].shape == rows["reconstruction"].shape == (4, 1, 32, 32)
+    assert rows["spectrum gap"].shape == (4, 32, 32) and (rows["spectrum gap"] >= 0).all()
+    picture = render_probe(model, probe, title="t")
+    assert isinstance(picture, Image.Image) and picture.size == (110 + 4 * 98, 36 + 4 * 98)
+
+
+def test_params_flatten_nested_and_dotted_configs_alike():
+    nested = flatten_params({"model": {"latent_dim": 8}, "train": {"learning_rate": 0.001}})
+    dotted = flatten_params({"model.latent_dim": 8, "train.learning_rate": 0.001})
+    assert nested == dotted == {"model/latent_dim": "8", "train/learning_rate": "0.001"}
+
+
+def test_metrics_keep_split_quantity_values_including_nan_and_drop_ray_bookkeeping():
+    result = {"train/loss": 1.5, "val/auroc": np.float32(0.75), "val/kl": math.nan,
+              "epoch": 3, "time_total_s": 9.0, "done": False, "nonfinite": 0,
+              "config": {"model.latent_dim": 8}, "custom": {"nested": 2.0}, "flag/x": True}
+    metrics = metrics_from_result(result)
+    assert set(metrics) == {"train/loss", "val/auroc", "val/kl", "custom/nested"}
+    assert metrics["val/auroc"] == pytest.approx(0.75) and math.isnan(metrics["val/kl"])
+
+
+def test_staged_checkpoint_holds_weights_config_and_a_calibration_of_normal_scores(tmp_path):
+    images, labels = validation_set()
+    model = make_model(tiny_config(), seed=3)
+    source = write_checkpoint(tmp_path / "ckpt", model, 1, {"val/auroc": 0.7}, images)
+    staged = stage_checkpoint(source, tmp_path / "staged", labels, quantile=0.9)
+    assert sorted(p.name for p in staged.iterdir()) == ["calibration.json", "config.json",
+                                                        "model.safetensors"]
+    scores, _ = score_patches(model, images, keep_maps=False)
+    calibration = Calibration.from_json(staged / "calibration.json")
+    assert calibration == Calibration.fit(scores[labels == 0], quantile=0.9)
+    mismatched = stage_checkpoint(source, tmp_path / "other", labels[:-1])
+    assert not (mismatched / "calibration.json").exists()  # never a guess
+    with pytest.raises(FileNotFoundError, match="vae.save"):
+        stage_checkpoint(tmp_path, tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("row,expected", [
+    ({"best_objective": "0.8", "nonfinite": "", "status": "FINISHED"}, True),
+    ({"best_objective": "0.8", "nonfinite": "", "status": "FAILED"}, True),
+    ({"best_objective": "0.9", "nonfinite": "val/auroc=nan at epoch 2", "status": "KILLED"},
+     False),
+    ({"best_objective": "", "nonfinite": "", "status": "KILLED"}, False),
+    ({"best_objective": "nan", "nonfinite": "", "status": "FINISHED"}, False),
+])
+def test_champion_eligibility(row, expected):
+    assert eligible(row) is expected
+
+
+def test_writer_keeps_order_and_records_failures_without_raising():
+    writer = Writer(asynchronous=True)
+    seen, main = [], threading.get_ident()
+    writer.submit("first", lambda: (time.sleep(0.05), seen.append(threading.get_ident())))
+    writer.submit("boom", lambda: 1 / 0)
+    writer.submit("third", lambda: seen.append("third"))
+    writer.flush()
+    assert seen[0] != main and seen[1] == "third"
+    assert writer.failures == ["boom: ZeroDivisionError: division by zero"]
+    writer.close()
+
+
+def test_summary_table_is_best_first_and_the_plot_needs_a_searched_dimension(tmp_path):
+    rows = [{"trial_id": "a", "best_objective": "0.6", "model/latent_dim": "8", "x/y": "1"},
+            {"trial_id": "b", "best_objective": "", "model/latent_dim": "16", "x/y": "1"},
+            {"trial_id": "c", "best_objective": "0.9", "model/latent_dim": "4", "x/y": "1"}]
+    assert searched_keys(rows, ["model/latent_dim", "x/y"]) == ["model/latent_dim"]
+    csv_path, html_path = write_table(rows, ["model/latent_dim", "x/y"], tmp_path)
+    lines = csv_path.read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["c", "a", "b"]
+    assert "<td>c</td>" in html_path.read_text()
+    picture = plot_summary(rows, ["model/latent_dim"], "val/auroc", tmp_path / "s.png")
+    assert Image.open(picture).size[0] > 100
+    assert plot_summary(rows, [], "val/auroc", tmp_path / "none.png") is None
+
+
+def test_next_steps_and_settings_validation(tmp_path):
+    text = next_steps(f"sqlite:///{tmp_path}/m.db", model_name="fabric", alias="best")
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db" in text
+    assert "aitexvae pull --model-uri models:/fabric@best" in text
+    assert "aitexvae pull" not in next_steps("http://10.0.0.1:5000", registered=False)
+    assert TrackingSettings(tracking_uri="sqlite:///rel.db").resolved().tracking_uri \
+        .startswith("sqlite:////")
+    with pytest.raises(ValueError, match="probe_per_class"):
+        TrackingSettings(probe_per_class=0)
+    with pytest.raises(ValueError, match="calibration_quantile"):
+        TrackingSettings(calibration_quantile=1.0)
+
+
+def test_the_tune_callback_pickles_small_and_keeps_its_search_id(tmp_path):
+    """Tune pickles callbacks into tuner.pkl: no client or thread inside, the probe only."""
+    from ray import cloudpickle
+
+    from search.mlflow_callback import MlflowTrackingCallback
+
+    images, labels = validation_set(normal=40, defect=40)
+    callback = MlflowTrackingCallback(TrackingSettings(tracking_uri=f"sqlite:///{tmp_path}/m.db"),
+                                      "s", val_images=images, val_labels=labels)
+    callback._tracker = object()  # stands for a live tracker: must not travel
+    data = cloudpickle.dumps(callback)
+    restored = cloudpickle.loads(data)
+    assert restored.search_id == callback.search_id and restored._tracker is None
+    assert restored.probe.images.shape == (8, 1, 32, 32)
+    assert len(data) < 40_000  # 8 probe patches and 80 labels, not the validation images
