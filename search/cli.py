@@ -1,32 +1,33 @@
 """The ``aitexvae`` command: a thin argparse layer over functions users can call from Python.
 
 Each package registers its own subcommands (``register(subparsers)``); this module only wires
-them together and decides how logs look.
+them together and decides how logs look. It sits on top of every package, so it is the one
+place that may hand tracking's URI-aware model loader to ``vae``'s ``score`` command.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
-# (module, registrar) pairs; each module defines `register(subparsers)`.
-COMMAND_MODULES = ("vae.data.cli", "vae.score.cli", "search.tune_cli", "tracking.cli")
+from search import tune_cli
+from tracking import cli as tracking_cli
+from vae.data import cli as data_cli
+from vae.score import cli as score_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aitexvae",
-        description="Find the best VAE for fabric-defect detection with Ray Tune; track it in MLflow.")
+        description="Find the best VAE for fabric-defect detection with Ray Tune; track it in "
+                    "MLflow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:  # TODO(integration): drop once every command module exists
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        module.register(subparsers)
+    tune_cli.register(subparsers)
+    data_cli.register(subparsers)
+    score_cli.register(subparsers, load_model=tracking_cli.load_model)
+    tracking_cli.register(subparsers)
     return parser
 
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     return int(args.func(args) or 0)
 
 
