@@ -25,8 +25,7 @@ SETTINGS_FILE = "aitexvae_search.json"
 SYNTHETIC_DEFAULTS = {"image_size": 64, "num_samples": 12, "max_epochs": 8}
 REAL_DEFAULTS = {"image_size": 256, "num_samples": 20, "max_epochs": 30}
 # Flags that may change on --resume (where and how to run, not what to search).
-RUNTIME_FIELDS = ("address", "storage_path", "max_failures", "tracking", "tracking_uri",
-                  "experiment", "verbose")
+RUNTIME_FIELDS = ("address", "storage_path", "tracking", "tracking_uri", "experiment", "verbose")
 
 
 def _positive_int(name: str, value: object, low: int = 1) -> None:

@@ -126,10 +126,8 @@ def _tracking_hooks(prepared: Any) -> tuple[list, Any]:
         return [], None
     try:
         from search.mlflow_callback import tracking_hooks
-    except ModuleNotFoundError as error:
-        if error.name != "search.mlflow_callback":
-            raise
-        log.warning("MLflow tracking is not available in this build; the search runs untracked")
+    except ImportError as error:  # tracking not installed or not wired yet: say so, go on
+        log.warning("MLflow tracking is not available (%s); the search runs untracked", error)
         return [], None
     callbacks, on_end = tracking_hooks(prepared)
     return list(callbacks), on_end

@@ -135,3 +135,20 @@ def test_a_space_that_can_draw_an_invalid_combination_fails_the_check(overrides,
     with pytest.raises(SpaceError, match="invalid") as error:
         check_space(SearchSpace().with_overrides(overrides), BASE)
     assert message in str(error.value)
+
+
+def test_the_embedded_default_draws_trials_that_cover_the_five_dimensions():
+    from search.settings import SearchSettings
+
+    settings = SearchSettings()
+    assert settings.num_samples >= 8
+    searcher = SpaceSearcher(SearchSpace(), make_sampler(settings.search_alg, settings.seed,
+                                                         settings.num_samples),
+                             metric="val/auroc", mode="max")
+    drawn = [searcher.suggest(str(i)) for i in range(settings.num_samples)]
+    for key in ("model.latent_dim", "model.dropout", "model.output_activation",
+                "model.covariance"):
+        assert len({d[key] for d in drawn}) >= 2, key
+    mixes = {(d["loss.mse_weight"], d["loss.bce_weight"], d["loss.fft_weight"]) for d in drawn}
+    assert len(mixes) >= 3  # pure and mixed loss settings
+    assert {d["model.covariance"] for d in drawn} == {"diagonal", "full", "lowrank"}
