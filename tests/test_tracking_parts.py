@@ -4,8 +4,11 @@ checkpoint staging and calibration, champion eligibility, the writer, summary, s
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +147,14 @@ def test_the_tune_callback_pickles_small_and_keeps_its_search_id(tmp_path):
     assert restored.search_id == callback.search_id and restored._tracker is None
     assert restored.probe.images.shape == (8, 1, 32, 32)
     assert len(data) < 40_000  # 8 probe patches and 80 labels, not the validation images
+
+
+def test_tracking_never_imports_ray():
+    package = Path(__file__).resolve().parent.parent / "tracking"
+    modules = ["tracking." + p.stem for p in package.glob("*.py")
+               if p.stem not in ("__init__", "pyfunc_model")]
+    code = (f"import sys; import {', '.join(modules)}; "
+            "print('ray' in sys.modules, [m for m in sys.modules if m.startswith('ray.')][:3])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "False []"

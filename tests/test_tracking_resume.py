@@ -81,7 +81,9 @@ def test_resume_after_a_killed_driver_reuses_parent_and_child_runs(tmp_path, tmp
         assert len(parents) == 1 and parents[0].info.status == "RUNNING"
         children_before = {r.data.tags[names.TAG_TRIAL_ID]: r.info.run_id for r in before
                            if r.data.tags.get(names.TAG_ROLE) == "trial"}
-        assert len(children_before) == 2  # the finished trial and the interrupted one
+        # At least the finished trial and the interrupted one have runs (a third may have just
+        # started when the driver was killed).
+        assert len(children_before) >= 2
 
         resumed = subprocess.run([AITEXVAE, "tune", "--resume", "resumed", "--address",
                                   cluster.address, *common], env=env, capture_output=True,

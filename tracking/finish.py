@@ -19,11 +19,12 @@ import vae
 from tracking import settings as names
 from tracking.probe import render_probe
 from tracking.registry import RegisteredChampion, register_champion
-from tracking.summary import plot_summary, searched_keys, write_table
+from tracking.summary import FIXED_COLUMNS, plot_summary, searched_keys, write_table
 from vae.io import CONFIG_FILE
 
 if TYPE_CHECKING:
-    from tracking.runs import SearchTracker, TrialState
+    from tracking.restore import TrialState
+    from tracking.runs import SearchTracker
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,19 @@ class SearchOutcome:
     champion_trial_id: str | None = None
     champion_objective: float | None = None
     failures: list[str] = field(default_factory=list)  # MLflow writes that failed (logged)
+
+
+def warm_up() -> None:
+    """One-time costs of the end of a search, paid on the writer thread while trials train
+    rather than in the serial tail after the last one: matplotlib's import, and MLflow's map of
+    installed packages (~0.8 s; built when a model is logged, to check its requirements)."""
+    import matplotlib.figure  # noqa: F401
+
+    try:
+        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+    except ImportError:  # a private helper: without it, model logging just pays the cost later
+        return
+    _init_packages_to_modules_map()
 
 
 def best_checkpoint_dir(tracker: SearchTracker, run_id: str, staged: Path | None) -> Path | None:
@@ -138,9 +152,7 @@ def finish_search(tracker: SearchTracker, status: str, register: bool) -> Search
     client, parent = tracker.client, tracker.parent_run_id
     rows = [_row(run) for run in tracker.children()]
     outcome = SearchOutcome(parent_run_id=parent, status=status, trials=len(rows))
-    fixed = {"trial_id", "run_id", "status", "stop_reason", "best_objective", "best_epoch",
-             "last_epoch", "nonfinite"}
-    param_keys = sorted({key for row in rows for key in row} - fixed)
+    param_keys = sorted({key for row in rows for key in row} - set(FIXED_COLUMNS))
     folder = tracker._staging / "summary"
     write_table(rows, param_keys, folder)
     plot_summary(rows, searched_keys(rows, param_keys), tracker.objective,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +43,26 @@ def metrics_from_result(result: Mapping[str, Any], prefix: str = "") -> dict[str
         elif "/" in name and _is_number(value):
             metrics[name] = float(value)
     return metrics
+
+
+def max_epochs_of(config: Mapping[str, Any]) -> int | None:
+    """``train.num_epochs`` of a trial config (its default when the search does not set it)."""
+    from vae.config import VAEConfig
+
+    flat = {key.replace("/", "."): value for key, value in flatten_params(config).items()}
+    known = {key: _value(flat[key]) for key in VAEConfig.valid_keys() if key in flat}
+    try:
+        return VAEConfig().with_overrides(known).train.num_epochs
+    except (ValueError, TypeError):
+        return None
+
+
+def _value(text: str) -> Any:
+    """A flattened param back to its Python value (``"8"`` → 8, ``"sigmoid"`` stays)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _is_number(value: object) -> bool:

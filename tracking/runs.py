@@ -10,14 +10,12 @@ non-finite metric; the reason is tagged), FAILED (an error). Every metric of a r
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +25,15 @@ from mlflow.entities import Metric, Param, RunTag
 
 from tracking import settings as names
 from tracking.artifacts import stage_checkpoint
-from tracking.finish import SearchOutcome, close_trial, finish_search
-from tracking.params import flatten_params, metrics_from_result
+from tracking.finish import SearchOutcome, close_trial, finish_search, warm_up
+from tracking.params import flatten_params, max_epochs_of, metrics_from_result
 from tracking.probe import ProbeSet
+from tracking.restore import TrialState, child_runs, find_parent, restored_trials
 from tracking.settings import TrackingSettings
 from tracking.writer import Writer
 from vae import keys
-from vae.config import VAEConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrialState:
-    trial_id: str
-    run_id: str | None = None
-    max_epochs: int | None = None
-    last_epoch: int = 0  # last epoch whose metrics are logged (a retried epoch is not re-logged)
-    best: float = -math.inf  # objective, sign-adjusted so that larger is better
-    best_epoch: int | None = None
-    pending_best: bool = False  # the last result improved: its checkpoint is wanted
-    nonfinite: str | None = None
-    staged: Path | None = None  # local copy of the best checkpoint (this driver's life only)
-    ended: bool = False
 
 
 class SearchTracker:
@@ -110,41 +94,18 @@ class SearchTracker:
             self._restore_children()
         logger.info("MLflow: search %r is run %s in experiment %r (%s)", self.search_name,
                     self.parent_run_id, self.settings.experiment, self.settings.tracking_uri)
+        self.writer.submit("warm-up", warm_up)
         return self.parent_run_id
 
     def _find_parent(self, tag: str, value: str):
-        if "'" in value:
-            raise ValueError(f"{tag} value {value!r} is invalid; allowed: no quotes")
-        runs = self.client.search_runs(
-            [self.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`{tag}` = '{value}' and tags.`{names.TAG_ROLE}` = 'search'")
-        return runs[0] if runs else None
+        return find_parent(self.client, self.experiment_id, tag, value)
 
     def children(self) -> list:
         """All child runs of this search's parent, as MLflow stores them."""
-        found, token = [], None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], max_results=1000, page_token=token,
-                filter_string=f"tags.`{names.PARENT_TAG}` = '{self.parent_run_id}'")
-            found.extend(page)
-            token = page.token
-            if not token:
-                return found
+        return child_runs(self.client, self.experiment_id, self.parent_run_id)
 
     def _restore_children(self) -> None:
-        for run in self.children():
-            tags = run.data.tags
-            trial_id = tags.get(names.TAG_TRIAL_ID)
-            if trial_id is None:
-                continue
-            best = tags.get(names.TAG_BEST_OBJECTIVE)
-            self.trials[trial_id] = TrialState(
-                trial_id, run.info.run_id, last_epoch=int(tags.get(names.TAG_LAST_EPOCH, 0)),
-                best=self._sign * float(best) if best is not None else -math.inf,
-                best_epoch=int(tags[names.TAG_BEST_EPOCH]) if names.TAG_BEST_EPOCH in tags
-                else None, nonfinite=tags.get(names.TAG_NONFINITE),
-                ended=run.info.status != "RUNNING")
+        self.trials.update(restored_trials(self.children(), self._sign))
         logger.info("MLflow: resuming search %r with %d existing trial run(s)", self.search_name,
                     len(self.trials))
 
@@ -162,13 +123,15 @@ class SearchTracker:
         return outcome
 
     def close(self) -> None:
+        """Stop the writer thread and delete this driver's local copies of checkpoints."""
         self.writer.close()
+        shutil.rmtree(self._staging, ignore_errors=True)
 
     # -- trials --------------------------------------------------------------------------------
     def start_trial(self, trial_id: str, config: Mapping[str, Any], name: str | None = None
                     ) -> None:
         state = self.trials.get(trial_id)
-        max_epochs = _max_epochs(config)
+        max_epochs = max_epochs_of(config)
         if state is not None:  # a restored or retried trial: same run, running again
             state.ended, state.max_epochs = False, max_epochs or state.max_epochs
             self.writer.submit(f"reopen run of trial {trial_id}", self._reopen, state)
@@ -275,21 +238,3 @@ class SearchTracker:
         self.writer.submit(f"close run of trial {trial_id}", close_trial, self, state, status,
                            reason)
         return status
-
-
-def _max_epochs(config: Mapping[str, Any]) -> int | None:
-    """``train.num_epochs`` of the trial (its default when the search does not set it)."""
-    flat = {key.replace("/", "."): value for key, value in flatten_params(config).items()}
-    known = {key: config_value(flat[key]) for key in VAEConfig.valid_keys() if key in flat}
-    try:
-        return VAEConfig().with_overrides(known).train.num_epochs
-    except (ValueError, TypeError):
-        return None
-
-
-def config_value(text: str) -> Any:
-    """A flattened param back to its Python value (params are strings in MLflow)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

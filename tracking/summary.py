@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 FIXED_COLUMNS = ("trial_id", "run_id", "status", "stop_reason", "best_objective", "best_epoch",
-                 "last_epoch")
+                 "last_epoch", "nonfinite")
 
 
 def searched_keys(rows: Sequence[Mapping[str, object]], param_keys: Sequence[str]) -> list[str]:
@@ -28,9 +28,11 @@ def searched_keys(rows: Sequence[Mapping[str, object]], param_keys: Sequence[str
 
 def write_table(rows: Sequence[Mapping[str, object]], param_keys: Sequence[str], folder: Path
                 ) -> tuple[Path, Path]:
-    """``trials.csv`` and ``trials.html`` (sorted best first) in ``folder``."""
+    """``trials.csv`` and ``trials.html`` in ``folder``: best first, trials that went non-finite
+    last (they can never be the champion, whatever they reported before)."""
     columns = [*FIXED_COLUMNS, *sorted(param_keys)]
-    ordered = sorted(rows, key=lambda row: -_number(row.get("best_objective")))
+    ordered = sorted(rows, key=lambda row: (bool(row.get("nonfinite")),
+                                            -_number(row.get("best_objective"))))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -101,7 +103,9 @@ def plot_summary(rows: Sequence[Mapping[str, object]], keys: Sequence[str], obje
         axes.set_ylabel(objective, fontsize=8)
         axes.tick_params(labelsize=7)
     figure.suptitle(f"{objective} (best epoch) per trial; red x: no finite value", fontsize=9)
-    figure.tight_layout()
+    # Fixed margins: tight_layout measures every label and took ~0.5 s of the search's tail.
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.18, top=0.88, wspace=0.35,
+                           hspace=0.6)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path
