@@ -13,6 +13,7 @@ from vae.config import ConfigError, VAEConfig
     ({"model.image_size": 16}, r"model.image_size=16 is invalid; .*>= 32"),
     ({"model.image_size": 64.0}, r"model.image_size=64.0 is invalid"),
     ({"model.in_channels": 2}, r"model.in_channels=2 is invalid; allowed: 1 or 3"),
+    ({"model.in_channels": 3.0}, r"model.in_channels=3.0 is invalid; allowed: 1 or 3"),
     ({"model.covariance": "lowrank", "model.latent_dim": 8, "model.rank": 8},
      r"model.rank=8 must be < model.latent_dim=8"),
     ({"model.covariance": "cholesky"}, r"unknown model.covariance 'cholesky'; choose one of"),

@@ -63,7 +63,8 @@ class ModelConfig:
                 or self.image_size < 32 or self.image_size % 16:
             raise ConfigError(f"model.image_size={self.image_size!r} is invalid; allowed: a "
                               "multiple of 16 that is >= 32 (the encoder halves it 4 times)")
-        if self.in_channels not in (1, 3) or isinstance(self.in_channels, bool):
+        if isinstance(self.in_channels, bool) or not isinstance(self.in_channels, int) \
+                or self.in_channels not in (1, 3):
             raise ConfigError(f"model.in_channels={self.in_channels!r} is invalid; allowed: 1 or 3")
         _check_int("model.latent_dim", self.latent_dim, 1, 1024)
         _check_range("model.dropout", self.dropout, 0.0, 1.0, open_high=True)
