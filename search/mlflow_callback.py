@@ -103,7 +103,8 @@ class MlflowTrackingCallback(tune.Callback):
         # Tune also ends the experiment on Ctrl-C: only a complete search gets a champion.
         complete = all(trial.status in FINAL_TRIAL_STATES for trial in trials)
         try:
-            self.outcome = self.tracker.end_search("FINISHED" if complete else "KILLED")
+            self.outcome = self.tracker.end_search("FINISHED" if complete else "KILLED",
+                                                   known_trials=[t.trial_id for t in trials])
         finally:
             self.tracker.close()
         if self.outcome.failures:

@@ -71,7 +71,7 @@ def test_resume_after_a_killed_driver_reuses_parent_and_child_runs(tmp_path, tmp
                 start_new_session=True)
         try:
             _wait_until_one_finished_and_one_midway(storage / "resumed", driver, log)
-            time.sleep(0.5)  # let the tracker's writer thread catch up with the last report
+            time.sleep(0.2)  # let the tracker's writer thread catch up with the last report
         finally:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=30)
@@ -93,17 +93,25 @@ def test_resume_after_a_killed_driver_reuses_parent_and_child_runs(tmp_path, tmp
 
     after = _runs(uri)
     parents = [r for r in after if r.data.tags.get(names.TAG_ROLE) == "search"]
-    children = {r.data.tags[names.TAG_TRIAL_ID]: r for r in after
-                if r.data.tags.get(names.TAG_ROLE) == "trial"}
-    assert len(after) == 1 + 3 and len(parents) == 1 and len(children) == 3  # no duplicates
-    assert parents[0].info.status == "FINISHED"
+    children = [r for r in after if r.data.tags.get(names.TAG_ROLE) == "trial"]
+    by_trial = {r.data.tags[names.TAG_TRIAL_ID]: r for r in children}
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(by_trial) == len(children)  # one run per trial id: no duplicates
+    ray_trials = {d.name.removeprefix("trial_") for d in (storage / "resumed").glob("trial_*")}
+    assert set(by_trial) == ray_trials  # every trial Ray has a folder for, and no other
     for trial_id, run_id in children_before.items():
-        assert children[trial_id].info.run_id == run_id  # the same runs continued
+        assert by_trial[trial_id].info.run_id == run_id  # runs from before were continued
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    for trial_id, run in children.items():
-        assert run.info.status == "FINISHED", trial_id
+    finished = 0
+    for trial_id, run in by_trial.items():
         steps = [m.step for m in client.get_metric_history(run.info.run_id, keys.VAL_AUROC)]
-        assert steps == list(range(1, MAX_EPOCHS + 1)), (trial_id, steps)
-        assert run.data.params["train/num_epochs"] == str(MAX_EPOCHS)
+        if run.info.status == "FINISHED":
+            finished += 1
+            assert steps == list(range(1, MAX_EPOCHS + 1)), (trial_id, steps)
+        else:  # Tune may lose a trial started within its snapshot period before the kill
+            assert run.info.status == "KILLED", trial_id
+            assert run.data.tags[names.TAG_STOP_REASON].startswith("lost by Tune"), trial_id
+            assert steps == sorted(set(steps)), (trial_id, steps)
+    assert finished == 3  # the search's 3 samples all completed, each in a single run
     champion = client.get_model_version_by_alias("aitex-vae", "champion")
-    assert champion.run_id in {run.info.run_id for run in children.values()}
+    assert champion.run_id in {run.info.run_id for run in children}

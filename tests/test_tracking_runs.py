@@ -233,3 +233,44 @@ def test_pull_rebuilds_the_champion_with_its_calibration(scripted, tmp_path):
     calibration = json.loads((pulled.path / "calibration.json").read_text())
     assert calibration["threshold"] == pytest.approx(
         Calibration.fit(scores[labels == 0]).threshold, rel=1e-6)
+
+
+def test_a_new_driver_continues_the_same_runs_without_duplicate_epochs(tmp_path,
+                                                                      tmp_path_factory):
+    """Driver 1 dies mid-search (no end); driver 2 (a restored callback: same search id) goes on:
+    Tune retries epoch 2 of trial A from its epoch-1 checkpoint and forgot trial B."""
+    uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
+    config = tiny_config(**{"train.num_epochs": 4}).flat()
+
+    def result(epoch: int, auroc: float) -> dict:
+        return {"epoch": epoch, "val/auroc": auroc, "train/loss": 1.0 / epoch}
+
+    first = SearchTracker(TrackingSettings(tracking_uri=uri), "resumable")
+    parent = first.start_search({"num_samples": 2}, search_id="sid-resume")
+    first.start_trial("A", config)
+    first.log_result("A", result(1, 0.5))
+    first.log_result("A", result(2, 0.6))
+    first.start_trial("B", config)
+    first.log_result("B", result(1, 0.4))
+    first.writer.flush()  # what reached the store before the kill
+    first.writer.close()  # the driver is gone; its tracker never ends the search
+
+    second = SearchTracker(TrackingSettings(tracking_uri=uri), "resumable")
+    assert second.start_search({"num_samples": 2}, search_id="sid-resume") == parent
+    second.start_trial("A", config)
+    for epoch, auroc in [(2, 0.65), (3, 0.7), (4, 0.75)]:  # epoch 2 again: retried
+        second.log_result("A", result(epoch, auroc))
+    second.end_trial("A")
+    outcome = second.end_search(register=False, known_trials=["A"])
+    second.close()
+
+    client = client_for(uri)
+    runs = client.search_runs([client.get_run(parent).info.experiment_id])
+    assert len(runs) == 3 and outcome.failures == []
+    children = children_by_trial(client, parent)
+    history = client.get_metric_history(children["A"].info.run_id, "val/auroc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6), (3, 0.7), (4, 0.75)]
+    assert children["A"].info.status == "FINISHED"
+    assert children["B"].info.status == "KILLED"
+    assert children["B"].data.tags[names.TAG_STOP_REASON].startswith("lost by Tune")
+    assert client.get_run(parent).info.status == "FINISHED"

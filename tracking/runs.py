@@ -15,7 +15,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ from tracking.writer import Writer
 from vae import keys
 
 logger = logging.getLogger(__name__)
+
+LOST_REASON = ("lost by Tune: started just before the driver was killed and missing from its "
+               "last experiment snapshot, so the resumed search did not continue it")
 
 
 class SearchTracker:
@@ -109,12 +112,22 @@ class SearchTracker:
         logger.info("MLflow: resuming search %r with %d existing trial run(s)", self.search_name,
                     len(self.trials))
 
-    def end_search(self, status: str = "FINISHED", register: bool | None = None
-                   ) -> SearchOutcome:
-        """Summary, champion registration (when finished), parent status; waits for all writes."""
+    def end_search(self, status: str = "FINISHED", register: bool | None = None,
+                   known_trials: Iterable[str] | None = None) -> SearchOutcome:
+        """Summary, champion registration (when finished), parent status; waits for all writes.
+
+        ``known_trials``: the trial ids Tune ended the search with. A run of any other trial
+        still RUNNING belongs to a trial Tune lost (started just before a killed driver's last
+        experiment snapshot; a resumed Tune samples a new trial instead): it ends KILLED.
+        """
         register = self.settings.register if register is None else register
-        for state in self.trials.values():  # interrupted: say so, resume will reopen them
-            if not state.ended and status != "FINISHED":
+        known = None if known_trials is None else set(known_trials)
+        for state in list(self.trials.values()):
+            if state.ended:
+                continue
+            if known is not None and state.trial_id not in known:
+                self.end_trial(state.trial_id, killed_reason=LOST_REASON)
+            elif status != "FINISHED":  # interrupted: say so; a resume reopens the run
                 self.end_trial(state.trial_id, killed_reason=f"search ended {status}")
         self.writer.flush()
         outcome = finish_search(self, status=status, register=register and status == "FINISHED")
