@@ -200,7 +200,10 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
         results = tuner.fit()
         outcome = SearchOutcome(prepared, results, summarize(results))
         if on_search_end is not None:
-            on_search_end(outcome)
+            try:
+                on_search_end(outcome)
+            except Exception:  # the search itself succeeded: keep its results, say what failed
+                log.exception("the end-of-search hook failed; the search results are intact")
         return outcome
     finally:
         shutdown(prepared)

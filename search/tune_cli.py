@@ -73,8 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="YAML overrides of the default search space (format below)")
     budget.add_argument("--search-alg", choices=SEARCH_ALGORITHMS, default="random")
     budget.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
-    budget.add_argument("--grace-period", type=int, default=1,
-                        help="ASHA: epochs before a trial can be stopped (default 1)")
+    budget.add_argument("--grace-period", type=int, default=None,
+                        help="ASHA: epochs before a trial can be stopped (default: a quarter of "
+                             "--max-epochs; early val/auroc says little about the final one)")
     budget.add_argument("--reduction-factor", type=float, default=2.0,
                         help="ASHA: keep 1/factor of the trials at each rung (default 2)")
     budget.add_argument("--seed", type=int, default=0, help="sampler and training seed")
@@ -157,7 +158,12 @@ def main(args: argparse.Namespace) -> int:
     def end(outcome: launcher.SearchOutcome) -> None:
         ending["lines"] = on_end(outcome) if on_end is not None else None
 
-    outcome = launcher.run(prepared, callbacks=callbacks, on_search_end=end)
+    try:
+        outcome = launcher.run(prepared, callbacks=callbacks, on_search_end=end)
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune had no time to save; say how to go on
+        print(f"\ninterrupted; continue with: aitexvae tune --resume {prepared.settings.name} "
+              f"--storage-path {shlex.quote(prepared.settings.storage_path)}", file=sys.stderr)
+        return 130
     name = prepared.settings.name
     commands = list(ending.get("lines") or [])
     if outcome.unfinished:

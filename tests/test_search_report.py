@@ -72,6 +72,8 @@ def test_settings_defaults_follow_the_data():
     assert (synthetic.image_size, synthetic.num_samples, synthetic.max_epochs) == \
         tuple(SYNTHETIC_DEFAULTS.values())
     assert synthetic.data_config().patch_size == 64
+    assert synthetic.grace_period == synthetic.max_epochs // 4  # ASHA waits a quarter
+    assert SearchSettings(max_epochs=2).grace_period == 1
     real = SearchSettings(data_root="/data/aitex", data_format="aitex")
     assert real.image_size == REAL_DEFAULTS["image_size"]
     assert real.base_config()["model.image_size"] == 256
