@@ -81,35 +81,52 @@ class MlflowTrackingCallback(tune.Callback):
         self._tracker.start_search(self.search_params, tags, resume=self.resume,
                                    search_id=self.search_id)
 
+    def _safely(self, what: str, function: Callable[..., Any], *args: Any) -> Any:
+        """Tune re-raises a callback's exception and ends the search: tracking must not."""
+        try:
+            return function(*args)
+        except Exception as error:  # logged and counted; the trials go on
+            logger.warning("MLflow tracking: %s failed: %s: %s", what, type(error).__name__, error)
+            if self._tracker is not None:
+                self._tracker.writer.failures.append(f"{what}: {type(error).__name__}: {error}")
+            return None
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self.tracker.start_trial(trial.trial_id, trial.config, name=str(trial))
+        self._safely("start of a trial", self.tracker.start_trial, trial.trial_id, trial.config,
+                     str(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         reason = f"the trial reported {NONFINITE}=1" if result.get(NONFINITE) else None
-        self.tracker.log_result(trial.trial_id, result, nonfinite=reason)
+        self._safely("a result", self.tracker.log_result, trial.trial_id, result, reason)
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
-        if self.tracker.wants_checkpoint(trial.trial_id):
-            with checkpoint.as_directory() as directory:  # a download only for remote storage
-                self.tracker.log_checkpoint(trial.trial_id, directory)
+        def upload() -> None:
+            if self.tracker.wants_checkpoint(trial.trial_id):
+                with checkpoint.as_directory() as directory:  # downloads only remote storage
+                    self.tracker.log_checkpoint(trial.trial_id, directory)
+
+        self._safely("a checkpoint", upload)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self.tracker.end_trial(trial.trial_id)
+        self._safely("end of a trial", self.tracker.end_trial, trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.tracker.end_trial(trial.trial_id, error=_last_line(trial.get_error(), "trial error"))
+        error = _last_line(trial.get_error(), "trial error")
+        self._safely("end of a failed trial", self.tracker.end_trial, trial.trial_id, error)
 
     def on_experiment_end(self, trials: list, **info) -> None:
         # Tune also ends the experiment on Ctrl-C: only a complete search gets a champion.
         complete = all(trial.status in FINAL_TRIAL_STATES for trial in trials)
         try:
-            self.outcome = self.tracker.end_search("FINISHED" if complete else "KILLED",
-                                                   known_trials=[t.trial_id for t in trials])
+            self.outcome = self._safely("end of the search", self.tracker.end_search,
+                                        "FINISHED" if complete else "KILLED", None,
+                                        [t.trial_id for t in trials])
         finally:
             self.tracker.close()
-        if self.outcome.failures:
-            logger.warning("MLflow: %d tracking write(s) failed during the search; first: %s",
-                           len(self.outcome.failures), self.outcome.failures[0])
+        failures = self.tracker.writer.failures
+        if failures:
+            logger.warning("MLflow: %d tracking step(s) failed during the search; first: %s",
+                           len(failures), failures[0])
 
 
 def dataset_fingerprint(splits: Any) -> str:
@@ -156,7 +173,7 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
                                       resume=prepared.resuming)
 
     def on_search_end(outcome: Any) -> list[str]:
-        result = callback.outcome
+        result = callback.outcome  # None when the end of the search could not be tracked
         champion = result.champion if result is not None else None
         winner = getattr(getattr(outcome, "summary", None), "winner", None)
         if champion is not None and winner is not None \

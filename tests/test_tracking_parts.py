@@ -158,3 +158,27 @@ def test_tracking_never_imports_ray():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "False []"
+
+
+def test_a_tracking_error_inside_a_tune_callback_never_reaches_tune(tmp_path):
+    """Tune ends the whole search when a callback raises; a broken checkpoint must not."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from search.mlflow_callback import MlflowTrackingCallback
+
+    callback = MlflowTrackingCallback(TrackingSettings(tracking_uri=f"sqlite:///{tmp_path}/m.db"),
+                                      "safe", asynchronous=False)
+    callback.setup()
+    trial = SimpleNamespace(trial_id="t1", config=tiny_config().flat())  # Tune's Trial, minimal
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {"epoch": 1, "val/auroc": 0.6})
+    empty = tmp_path / "empty-checkpoint"
+    empty.mkdir()
+    callback.on_checkpoint(0, [], trial, tune.Checkpoint.from_directory(str(empty)))
+    failures = callback.tracker.writer.failures
+    assert len(failures) == 1 and failures[0].startswith("a checkpoint: FileNotFoundError")
+    callback.on_trial_complete(0, [], trial)
+    callback.on_experiment_end([SimpleNamespace(trial_id="t1", status="TERMINATED")])
+    assert callback.outcome.champion is None and callback.outcome.trials == 1

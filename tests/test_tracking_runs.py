@@ -274,3 +274,28 @@ def test_a_new_driver_continues_the_same_runs_without_duplicate_epochs(tmp_path,
     assert children["B"].info.status == "KILLED"
     assert children["B"].data.tags[names.TAG_STOP_REASON].startswith("lost by Tune")
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_failing_registration_is_reported_and_the_parent_still_ends(tmp_path,
+                                                                      tmp_path_factory):
+    uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
+    images, labels = validation_set()
+    tracker = SearchTracker(TrackingSettings(tracking_uri=uri), "unregistrable",
+                            validation_labels=labels)
+    parent = tracker.start_search({})
+    config = tiny_config()
+    tracker.start_trial("A", config.flat())
+    tracker.log_result("A", {"epoch": 1, "val/auroc": 0.7})
+    model = make_model(config, seed=1)
+    tracker.log_checkpoint("A", write_checkpoint(tmp_path / "ckpt", model, 1, {}, images))
+    tracker.end_trial("A")
+    # A pickle where the champion's weights are read from: registration must refuse it.
+    (tracker.trials["A"].staged / "sneaky.pkl").write_bytes(b"\x80\x04N.")
+    outcome = tracker.end_search()
+    tracker.close()
+    assert outcome.champion is None
+    assert any(f.startswith("registration of the champion: UnsafeArtifactError")
+               for f in outcome.failures), outcome.failures
+    client = client_for(uri)
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.search_registered_models() == []

@@ -148,19 +148,29 @@ def _register_best(tracker: SearchTracker, candidates: list[dict[str, object]],
                    "registered", tracker.search_name, tracker.objective)
 
 
-def finish_search(tracker: SearchTracker, status: str, register: bool) -> SearchOutcome:
-    client, parent = tracker.client, tracker.parent_run_id
-    rows = [_row(run) for run in tracker.children()]
-    outcome = SearchOutcome(parent_run_id=parent, status=status, trials=len(rows))
+def _summarise(tracker: SearchTracker, rows: list[dict[str, object]]) -> None:
     param_keys = sorted({key for row in rows for key in row} - set(FIXED_COLUMNS))
     folder = tracker._staging / "summary"
     write_table(rows, param_keys, folder)
     plot_summary(rows, searched_keys(rows, param_keys), tracker.objective,
                  folder / "search_summary.png")
-    client.log_artifacts(parent, str(folder), names.SUMMARY_PATH)
+    tracker.client.log_artifacts(tracker.parent_run_id, str(folder), names.SUMMARY_PATH)
+
+
+def finish_search(tracker: SearchTracker, status: str, register: bool) -> SearchOutcome:
+    rows = [_row(run) for run in tracker.children()]
+    outcome = SearchOutcome(parent_run_id=tracker.parent_run_id, status=status, trials=len(rows))
     candidates = sorted((row for row in rows if eligible(row)),
                         key=lambda row: -tracker._sign * float(row["best_objective"]))
+    steps = [("summary of the search", _summarise, (tracker, rows))]
     if register:
-        _register_best(tracker, candidates, outcome)
-    client.set_terminated(parent, status=status)
+        steps.append(("registration of the champion", _register_best,
+                      (tracker, candidates, outcome)))
+    for what, step, args in steps:  # one failing step must not leave the parent RUNNING
+        try:
+            step(*args)
+        except Exception as error:  # reported with the search's other tracking failures
+            logger.warning("MLflow: %s failed: %s: %s", what, type(error).__name__, error)
+            tracker.writer.failures.append(f"{what}: {type(error).__name__}: {error}")
+    tracker.client.set_terminated(tracker.parent_run_id, status=status)
     return outcome

@@ -28,8 +28,8 @@ def to_uint8_images(images: object, in_channels: int) -> np.ndarray:
     if hasattr(images, "to_numpy"):  # a pandas DataFrame of one image-array column
         images = np.stack(list(images.iloc[:, 0])) if images.shape[1] == 1 else images.to_numpy()
     array = np.asarray(images)
-    if array.ndim == 3:
-        array = array[:, None] if in_channels == 1 else array[None]
+    if array.ndim == 3:  # (N, H, W): gray patches; a colour model then names the mismatch
+        array = array[:, None]
     if array.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {array.shape}")
     if np.issubdtype(array.dtype, np.floating):
