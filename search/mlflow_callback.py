@@ -191,7 +191,9 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
 
 
 def _ray_address() -> str:
+    if not ray.is_initialized():  # get_runtime_context() would start a local Ray
+        return "not connected"
     try:
         return ray.get_runtime_context().gcs_address
-    except Exception:  # not connected: nothing to record
+    except Exception:  # an old or odd connection: nothing to record
         return "unknown"

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -26,7 +33,7 @@ from tests.support.checkpoints import (
     validation_set,
     write_checkpoint,
 )
-from tests.support.mlflow_server import migrated_sqlite, mlflow_server
+from tests.support.mlflow_server import free_port, migrated_sqlite, mlflow_server
 from tracking import settings as names
 from tracking.artifacts import find_pickles
 from tracking.preflight import check_tracking_uri
@@ -299,3 +306,39 @@ def test_a_failing_registration_is_reported_and_the_parent_still_ends(tmp_path,
     client = client_for(uri)
     assert client.get_run(parent).info.status == "FINISHED"
     assert client.search_registered_models() == []
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_the_same_scores(scripted, tmp_path):
+    """The registered pyfunc behind ``mlflow models serve`` (local env, as a downstream user)."""
+    if not scripted["uri"].startswith("http"):
+        pytest.skip("served once, from the tracking-server backend")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": scripted["uri"],
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+               "models:/aitex-vae@champion", "--env-manager", "local", "-h", "127.0.0.1",
+               "-p", str(port)]
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        val = scripted["val"]
+        body = json.dumps({"inputs": val.tolist()}).encode()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+                                                 {"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer = json.loads(response.read())
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert process.poll() is None and time.monotonic() < deadline, \
+                    (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    expected, _ = score_patches(scripted["models"]["good", 2], val, keep_maps=False)
+    np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-6, atol=1e-7)

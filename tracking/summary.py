@@ -82,7 +82,7 @@ def plot_summary(rows: Sequence[Mapping[str, object]], keys: Sequence[str], obje
     FigureCanvasAgg(figure)
     for position, key in enumerate(keys, start=1):
         axes = figure.add_subplot(lines, columns, position)
-        values = [str(row.get(key, "")) for row in rows]
+        values = [str(row.get(key, "")) or "-" for row in rows]  # "-": not set for this trial
         numbers = _numeric(values)
         if numbers is None:  # categorical: one position per category
             categories = sorted(set(values))
