@@ -7,7 +7,6 @@ local folder or a ``models:/`` / ``runs:/`` URI alike.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -50,9 +49,6 @@ def run_pull(args: argparse.Namespace) -> int:
     from tracking.artifacts import UnsafeArtifactError
     from tracking.preflight import TrackingUnavailableError
     from tracking.pull import pull
-
-    # The few small files of a model do not need MLflow's progress bars on stderr.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         pulled = pull(args.model_uri, args.out, tracking_uri=args.tracking_uri)
     except (ValueError, FileNotFoundError, TrackingUnavailableError, UnsafeArtifactError) as error:
