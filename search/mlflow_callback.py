@@ -148,6 +148,7 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
     from tracking.preflight import check_tracking_uri
     from tracking.settings import (
         DEFAULT_EXPERIMENT,
+        DEFAULT_MODEL_NAME,
         DEFAULT_TRACKING_URI,
         TAG_DATASET,
         TAG_RAY_ADDRESS,
@@ -157,8 +158,11 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
     )
 
     search = prepared.settings
-    settings = TrackingSettings(tracking_uri=search.tracking_uri or DEFAULT_TRACKING_URI,
-                                experiment=search.experiment or DEFAULT_EXPERIMENT).resolved()
+    # `registered_model` is honoured once SearchSettings has such a field (`--registered-model`).
+    settings = TrackingSettings(
+        tracking_uri=search.tracking_uri or DEFAULT_TRACKING_URI,
+        experiment=search.experiment or DEFAULT_EXPERIMENT,
+        model_name=getattr(search, "registered_model", None) or DEFAULT_MODEL_NAME).resolved()
     check_tracking_uri(settings.tracking_uri)
     val = prepared.splits.val
     tags = {TAG_SEARCH_SPACE: search.space_file or "default space",
