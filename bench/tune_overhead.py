@@ -58,6 +58,7 @@ def run_plain(args: argparse.Namespace, configs: list[dict], settings: SearchSet
     device = torch.device("cpu")
     for flat in configs:
         config = VAEConfig().with_overrides(flat)
+        torch.manual_seed(config.train.seed)
         model = prepare_model(build_model(config), device)
         optimizer = make_optimizer(model, config.train)
         for epoch in range(config.train.num_epochs):

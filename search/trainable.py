@@ -132,6 +132,7 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
             model, optimizer, start = _restore(Path(directory), vae_config, device)
         log.info("resuming from the checkpoint of epoch %d", start)
     else:
+        torch.manual_seed(vae_config.train.seed)  # the same config starts from the same weights
         model = prepare_model(build_model(vae_config), device)
         optimizer, start = make_optimizer(model, vae_config.train), 0
     for epoch in range(start, vae_config.train.num_epochs):
