@@ -40,10 +40,18 @@ def run_service(args: argparse.Namespace, storage: str, name: str) -> tuple[floa
                               cpus_per_trial=float(args.threads), max_concurrent_trials=1,
                               storage_path=storage, tracking=False, verbose=0)
     start = time.perf_counter()
-    outcome = launcher.search(settings)
+    prepared = launcher.prepare(settings)
+    ready = time.perf_counter()
+    outcome = launcher.run(prepared)
     elapsed = time.perf_counter() - start
     configs = [r.config for r in outcome.results]
     assert outcome.results.num_errors == 0 and len(configs) == args.trials
+    frames = [r.metrics_dataframe for r in outcome.results]
+    in_trials = sum(float(f["time_total_s"].max()) for f in frames)
+    training = sum(float(f["train/epoch_time_s"].sum()) for f in frames)
+    print(f"service: {ready - start:.1f} s to start (data, Ray), {in_trials:.1f} s inside trials "
+          f"({training:.1f} s of it in train_epoch; the rest validation, checkpoints, "
+          f"reports), {elapsed - ready - in_trials:.1f} s between and around trials", flush=True)
     return elapsed, configs
 
 

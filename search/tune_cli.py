@@ -172,4 +172,6 @@ def main(args: argparse.Namespace) -> int:
                            f"   # {outcome.unfinished} trial(s) did not finish")
     print(format_summary(outcome.summary, prepared.searched_keys, next_commands=commands))
     print(f"\nResults and checkpoints: {prepared.experiment_path}")
+    if outcome.unfinished:
+        return 130  # interrupted (Ctrl-C): the summary is of what ran; --resume continues
     return 0 if outcome.summary.winner is not None else 1
