@@ -47,7 +47,7 @@ def run_service(args: argparse.Namespace, storage: str, name: str) -> tuple[floa
     configs = [r.config for r in outcome.results]
     assert outcome.results.num_errors == 0 and len(configs) == args.trials
     frames = [r.metrics_dataframe for r in outcome.results]
-    in_trials = sum(float(f["time_total_s"].max()) for f in frames)
+    in_trials = sum(float(f["time_this_iter_s"].sum()) for f in frames)
     training = sum(float(f["train/epoch_time_s"].sum()) for f in frames)
     print(f"service: {ready - start:.1f} s to start (data, Ray), {in_trials:.1f} s inside trials "
           f"({training:.1f} s of it in train_epoch; the rest validation, checkpoints, "
@@ -64,16 +64,20 @@ def run_plain(args: argparse.Namespace, configs: list[dict], settings: SearchSet
     data = TrialData.from_splits(load_splits(settings.data_config()))
     train, val, val_normal = data.tensors()
     device = torch.device("cpu")
+    training = 0.0
     for flat in configs:
         config = VAEConfig().with_overrides(flat)
         torch.manual_seed(config.train.seed)
         model = prepare_model(build_model(config), device)
         optimizer = make_optimizer(model, config.train)
         for epoch in range(config.train.num_epochs):
-            train_epoch(model, optimizer, train, config, device, epoch=epoch)
+            trained = train_epoch(model, optimizer, train, config, device, epoch=epoch)
+            training += trained["train/epoch_time_s"]
             metrics, _ = validate(model, val, val_normal, data.val_labels, config, device)
             assert np.isfinite(metrics["val/auroc"])
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    print(f"plain: {elapsed:.1f} s ({training:.1f} s of it in train_epoch)", flush=True)
+    return elapsed
 
 
 def main() -> None:
