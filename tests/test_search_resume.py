@@ -97,6 +97,8 @@ def test_a_killed_driver_resumes_and_completes_without_losing_or_redoing_epochs(
     assert {r["resumed_from_epoch"] for r in new_rows} == {checkpoint_epoch}
     # Continued right after its last checkpoint: no epoch lost, none before it redone.
     assert [r["epoch"] for r in new_rows] == list(range(checkpoint_epoch + 1, MAX_EPOCHS + 1))
-    assert before[name][-1]["epoch"] - checkpoint_epoch <= 1  # snapshots keep up with epochs
+    # Snapshots keep up with the epochs: the launcher snapshots every second and Tune forces one
+    # whenever a trial has checkpointed num_to_keep (2) times since the last.
+    assert before[name][-1]["epoch"] - checkpoint_epoch <= 2
     for rows in after.values():
         assert sorted({r["epoch"] for r in rows}) == list(range(1, MAX_EPOCHS + 1))
