@@ -9,9 +9,12 @@ validation patches' scores of that very checkpoint), so the folder is directly l
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,22 @@ logger = logging.getLogger(__name__)
 
 VAL_SCORES_FILE = "val_scores.npy"  # written by the trainable beside each checkpoint
 MODEL_FILES = (WEIGHTS_FILE, CONFIG_FILE, CALIBRATION_FILE)  # all a pulled model consists of
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PICKLE_SUFFIXES_ALL = (*PICKLE_SUFFIXES, ".joblib", ".dill", ".cloudpickle", ".pck")
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """A model is a few small files: MLflow's per-file progress bars would only clutter stderr."""
+    previous = os.environ.get(PROGRESS_BAR_VARIABLE)
+    os.environ[PROGRESS_BAR_VARIABLE] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_BAR_VARIABLE, None)
+        else:
+            os.environ[PROGRESS_BAR_VARIABLE] = previous
 
 
 class UnsafeArtifactError(ValueError):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import vae
 from tracking import settings as names
+from tracking.artifacts import no_progress_bars
 from tracking.probe import render_probe
 from tracking.registry import RegisteredChampion, register_champion
 from tracking.summary import FIXED_COLUMNS, plot_summary, searched_keys, write_table
@@ -61,7 +62,9 @@ def best_checkpoint_dir(tracker: SearchTracker, run_id: str, staged: Path | None
     if not listed:
         return None
     destination = Path(tempfile.mkdtemp(prefix="best-", dir=tracker._staging))
-    local = tracker.client.download_artifacts(run_id, names.BEST_CHECKPOINT_PATH, str(destination))
+    with no_progress_bars():
+        local = tracker.client.download_artifacts(run_id, names.BEST_CHECKPOINT_PATH,
+                                                  str(destination))
     return Path(local)
 
 

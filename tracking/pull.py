@@ -8,17 +8,15 @@ for pickle payloads before anything is copied; the output folder holds only
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracking.artifacts import MODEL_FILES, refuse_pickles
+from tracking.artifacts import MODEL_FILES, no_progress_bars, refuse_pickles
 from tracking.settings import (
     DEFAULT_MODEL_URI,
     DEFAULT_TRACKING_URI,
@@ -31,7 +29,6 @@ from vae.score import CALIBRATION_FILE
 logger = logging.getLogger(__name__)
 
 URI_SCHEMES = ("models:/", "runs:/")
-PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @dataclass(frozen=True)
@@ -55,20 +52,6 @@ def _model_folder(root: Path) -> Path:
     return candidates[0]
 
 
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """A model is a few small files: MLflow's per-file progress bars would only clutter stderr."""
-    previous = os.environ.get(PROGRESS_BAR_VARIABLE)
-    os.environ[PROGRESS_BAR_VARIABLE] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(PROGRESS_BAR_VARIABLE, None)
-        else:
-            os.environ[PROGRESS_BAR_VARIABLE] = previous
-
-
 def pull(model_uri: str = DEFAULT_MODEL_URI, out_dir: str | Path = "aitex-vae",
          tracking_uri: str | None = None, verify: bool = True) -> PulledModel:
     """Download ``model_uri`` into ``out_dir`` so that ``vae.load(out_dir)`` rebuilds it."""
@@ -90,7 +73,7 @@ def pull(model_uri: str = DEFAULT_MODEL_URI, out_dir: str | Path = "aitex-vae",
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="aitexvae-pull-") as scratch:
         try:  # models:/ aliases resolve through the global registry URI, not the arguments
-            with global_tracking_uri(uri), _no_progress_bars():
+            with global_tracking_uri(uri), no_progress_bars():
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=model_uri, dst_path=scratch, tracking_uri=uri, registry_uri=uri)
         except MlflowException as error:

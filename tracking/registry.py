@@ -14,6 +14,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -92,7 +93,12 @@ def log_pyfunc(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir
 
 def _log_model(run_id: str, tracking_uri: str, weights: Path):
     signature = ModelSignature(params=ParamSchema([ParamSpec("decisions", "boolean", False)]))
-    with global_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
+    with global_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id), \
+            warnings.catch_warnings():
+        # Deliberate choices, not problems: predict takes any image array (no type hints to
+        # validate against) and the model is logged without an input example.
+        warnings.filterwarnings("ignore", message=r".*(type hint|input example).*",
+                                category=UserWarning)
         return Model.log(None, mlflow.pyfunc, name=MODEL_NAME_IN_RUN, python_model=str(PYFUNC_CODE),
                          artifacts={WEIGHTS_ARTIFACT: str(weights)},
                          code_paths=[str(VAE_PACKAGE)], pip_requirements=pip_requirements(),
