@@ -73,12 +73,7 @@ class SearchOutcome:
     results: Any  # ray.tune.ResultGrid
     summary: SearchSummary
 
-    @property
-    def unfinished(self) -> int:
-        """Trials neither done nor errored (an interrupted search), plus those never started."""
-        open_trials = sum(1 for r in self.results
-                          if r.error is None and not (r.metrics or {}).get("done"))
-        return open_trials + max(0, self.prepared.settings.num_samples - len(self.results))
+    unfinished: int = 0  # trials neither TERMINATED nor ERROR (Ctrl-C), plus never started
 
 
 def _space_for(settings: SearchSettings) -> SearchSpace:
@@ -198,7 +193,7 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
         if not prepared.resuming:
             _write_settings(prepared)
         results = tuner.fit()
-        outcome = SearchOutcome(prepared, results, summarize(results))
+        outcome = SearchOutcome(prepared, results, summarize(results), _unfinished(prepared))
         if on_search_end is not None:
             try:
                 on_search_end(outcome)
@@ -207,6 +202,13 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
         return outcome
     finally:
         shutdown(prepared)
+
+
+def _unfinished(prepared: PreparedSearch) -> int:
+    """From the experiment state Tune saved last (also on Ctrl-C): trial statuses."""
+    trials = tune.ExperimentAnalysis(prepared.experiment_path).trials
+    open_trials = sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
+    return open_trials + max(0, prepared.settings.num_samples - len(trials))
 
 
 def shutdown(prepared: PreparedSearch) -> None:
