@@ -51,7 +51,7 @@ def run_service(args: argparse.Namespace, storage: str, name: str) -> tuple[floa
     training = sum(float(f["train/epoch_time_s"].sum()) for f in frames)
     print(f"service: {ready - start:.1f} s to start (data, Ray), {in_trials:.1f} s inside trials "
           f"({training:.1f} s of it in train_epoch; the rest validation, checkpoints, "
-          f"reports), {elapsed - ready - in_trials:.1f} s between and around trials", flush=True)
+          f"reports), {elapsed - (ready - start) - in_trials:.1f} s between and around trials", flush=True)
     return elapsed, configs
 
 
