@@ -10,7 +10,6 @@ search and may return the "next commands" lines to print. Without that module, o
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 from typing import Any
@@ -23,8 +22,6 @@ from search.settings import (
     SearchSettings,
 )
 from vae.config import ConfigError
-
-log = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
@@ -125,11 +122,8 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
 def _tracking_hooks(prepared: Any) -> tuple[list, Any]:
     if not prepared.settings.tracking:
         return [], None
-    try:
-        from search.mlflow_callback import tracking_hooks
-    except ImportError as error:  # tracking not installed or not wired yet: say so, go on
-        log.warning("MLflow tracking is not available (%s); the search runs untracked", error)
-        return [], None
+    from search.mlflow_callback import tracking_hooks
+
     callbacks, on_end = tracking_hooks(prepared)
     return list(callbacks), on_end
 
