@@ -309,10 +309,10 @@ def test_a_failing_registration_is_reported_and_the_parent_still_ends(tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scripted", ["server"], indirect=True)  # served once, from the server
 def test_mlflow_models_serve_answers_with_the_same_scores(scripted, tmp_path):
     """The registered pyfunc behind ``mlflow models serve`` (local env, as a downstream user)."""
-    if not scripted["uri"].startswith("http"):
-        pytest.skip("served once, from the tracking-server backend")
+    assert scripted["uri"].startswith("http")
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": scripted["uri"],
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
