@@ -136,12 +136,19 @@ def _fail(message: str) -> int:
 def main(args: argparse.Namespace) -> int:
     from search import launcher
     from search.report import format_summary
+    from tracking.preflight import TrackingUnavailableError, check_tracking_uri
 
     try:
         settings = settings_from_args(args)
+        if settings.tracking and settings.tracking_uri:
+            # A named store (often a server) is checked before Ray starts or data is read;
+            # the default store is checked once the search's saved settings are known.
+            check_tracking_uri(settings.tracking_uri)
         prepared = launcher.prepare(settings, resume=bool(args.resume))
     except (ConfigError, launcher.SearchError) as error:
         return _fail(str(error))
+    except TrackingUnavailableError as error:
+        return _fail(f"tracking: {error}")
     try:
         callbacks, on_end = _tracking_hooks(prepared)
     except Exception as error:  # a tracking store that cannot be used: say so before any trial
