@@ -27,7 +27,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 import vae
-from tracking.artifacts import refuse_pickles
+from tracking.artifacts import no_progress_bars, refuse_pickles
 from tracking.settings import WEIGHTS_ARTIFACT
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def log_pyfunc(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir
 def _log_model(run_id: str, tracking_uri: str, weights: Path):
     signature = ModelSignature(params=ParamSchema([ParamSpec("decisions", "boolean", False)]))
     with global_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id), \
-            warnings.catch_warnings():
+            no_progress_bars(), warnings.catch_warnings():
         # Deliberate choices, not problems: predict takes any image array (no type hints to
         # validate against) and the model is logged without an input example.
         warnings.filterwarnings("ignore", message=r".*(type hint|input example).*",
