@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from search import cluster
+from search.importance import search_importances
 from search.report import SearchSummary, summarize
 from search.searcher import SpaceSearcher, make_sampler
 from search.settings import RUNTIME_FIELDS, SETTINGS_FILE, SearchSettings
@@ -74,6 +75,7 @@ class SearchOutcome:
     summary: SearchSummary
 
     unfinished: int = 0  # trials neither TERMINATED nor ERROR (Ctrl-C), plus never started
+    importances: dict[str, float] = field(default_factory=dict)  # search.importance, best first
 
 
 def _space_for(settings: SearchSettings) -> SearchSpace:
@@ -193,7 +195,9 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
         if not prepared.resuming:
             _write_settings(prepared)
         results = tuner.fit()
-        outcome = SearchOutcome(prepared, results, summarize(results), _unfinished(prepared))
+        summary = summarize(results)
+        outcome = SearchOutcome(prepared, results, summary, _unfinished(prepared),
+                                search_importances(summary, prepared.searched_keys))
         if on_search_end is not None:
             try:
                 on_search_end(outcome)

@@ -184,6 +184,16 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
                 and result.champion_trial_id != winner.trial_id:
             logger.warning("MLflow champion (trial %s) differs from the search's winner (trial "
                            "%s)", result.champion_trial_id, winner.trial_id)
+        importances = getattr(outcome, "importances", None)
+        if result is not None and importances:
+            from tracking.importance import log_importances
+
+            ranked = sum(t.ranked for t in outcome.summary.trials)
+            try:
+                log_importances(settings.tracking_uri, result.parent_run_id, importances, ranked)
+            except Exception as error:  # the search and its records are intact without them
+                logger.warning("MLflow: importances not logged: %s: %s",
+                               type(error).__name__, error)
         lines = next_step_lines(settings.tracking_uri, settings.model_name, settings.alias,
                                 registered=champion is not None)
         if champion is not None:

@@ -9,10 +9,11 @@ Works on anything shaped like Ray's ``ResultGrid`` (an iterable of ``Result``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.importance import format_importances
 from search.keys import NONFINITE
 from vae import keys
 
@@ -90,8 +91,9 @@ def _short(value: Any) -> str:
 
 
 def format_summary(summary: SearchSummary, searched_keys: Sequence[str], *, top: int = 5,
-                   next_commands: Sequence[str] = ()) -> str:
-    """The text printed after Ray's trial table."""
+                   next_commands: Sequence[str] = (),
+                   importances: Mapping[str, float] | None = None) -> str:
+    """The text printed after Ray's trial table (``importances``: ``search.importance``)."""
     lines = [f"\nSearch finished: {len(summary.trials)} trials — "
              f"{summary.count('ok')} ok, {summary.count('nonfinite')} stopped non-finite, "
              f"{summary.count('error')} errored."]
@@ -107,6 +109,7 @@ def format_summary(summary: SearchSummary, searched_keys: Sequence[str], *, top:
     lines.append(f"\nTop {min(top, len(summary.trials))} trials by best val/auroc:")
     lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
               for row in table]
+    lines += format_importances(importances or {}, sum(t.ranked for t in summary.trials))
     winner = summary.winner
     if winner is None:
         lines.append("\nNo trial produced a finite val/auroc; nothing to pick.")

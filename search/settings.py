@@ -23,7 +23,9 @@ DATA_FORMATS = ("synthetic", "aitex", "folder")
 SETTINGS_FILE = "aitexvae_search.json"
 # The embedded default (synthetic data, this 2-core CPU): >= 8 trials in a few minutes.
 SYNTHETIC_DEFAULTS = {"image_size": 64, "num_samples": 12, "max_epochs": 12}
-REAL_DEFAULTS = {"image_size": 256, "num_samples": 20, "max_epochs": 30}
+# Real data on 2 CPU cores: 8 trials x up to 8 epochs under ASHA finished in about 40 minutes on
+# the AITEX dev split (bench/real_quality.py); on a GPU it is minutes.
+REAL_DEFAULTS = {"image_size": 256, "num_samples": 8, "max_epochs": 8}
 # Flags that may change on --resume (where and how to run, not what to search).
 # ASHA's default grace period as a share of max_epochs. Early val/auroc says little about the
 # final one here: on the synthetic set (16 trials x 12 epochs, bench/asha_vs_fifo.py --dump) the
@@ -65,6 +67,7 @@ class SearchSettings:
     num_samples: int | None = None
     max_epochs: int | None = None
     train_patches: int = 0  # > 0: train on a seeded random subset of this many patches
+    train_stride: int | None = None  # None: the patch size (data.train_stride validates it)
     scheduler: str = "asha"
     grace_period: int | None = None  # None: a quarter of max_epochs (see GRACE_FRACTION)
     reduction_factor: float = 2.0
@@ -130,6 +133,11 @@ class SearchSettings:
                               "without '/'")
         if self.space_file is not None and not Path(self.space_file).is_file():
             raise ConfigError(f"--space={self.space_file!r}: no such file")
+        if self.train_stride is not None:
+            try:
+                self.data_config()  # DataConfig owns the rule (1 <= train_stride <= stride)
+            except ConfigError as error:
+                raise ConfigError(f"--train-stride: {error}") from None
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -140,9 +148,10 @@ class SearchSettings:
         """Patches of ``image_size`` (the model's input size) from the chosen data set."""
         if self.synthetic:
             full = self.image_size > SMALL_SYNTHETIC_HEIGHT  # the small set's strips are 64 high
-            return DataConfig(format="synthetic", patch_size=self.image_size, synthetic_full=full)
+            return DataConfig(format="synthetic", patch_size=self.image_size, synthetic_full=full,
+                              train_stride=self.train_stride)
         return DataConfig(format=self.data_format, root=str(Path(self.data_root).expanduser()),
-                          patch_size=self.image_size)
+                          patch_size=self.image_size, train_stride=self.train_stride)
 
     def base_config(self, in_channels: int = 1) -> dict[str, Any]:
         """Config keys every trial shares (Ray's ``param_space``; the space fills the rest)."""

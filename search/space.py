@@ -135,6 +135,16 @@ DEFAULT_PARAMS: dict[str, Distribution] = {
     "train.learning_rate": Uniform(1e-4, 3e-3, log=True),
     "loss.kl_weight": Uniform(1e-3, 1.0, log=True),
     "train.batch_size": Choice((8, 16, 32)),
+    # The quality levers, measured on the real AITEX dev split (README, "What moves detection
+    # on real fabric"). 32- and 64-px tiles both beat whole-patch models there (fabric-matched
+    # AUROC 0.74-0.79 vs 0.69-0.74); at 32-px synthetic patches a tile is the whole image.
+    # Denoising (train.denoise_probability) and the resize-conv decoder (model.decoder) did not
+    # measurably help at this budget, so they are --space options, not default dimensions.
+    "model.tile_size": Choice((32, 64)),
+    "train.flip": Fixed("horizontal"),  # woven fabric looks the same mirrored along the strip
+    # Every trial compares the built-in scorers on each validation pass and keeps the best
+    # (MSGMS won on the real dev split); no trial is spent on the choice.
+    "score.select": Fixed("best"),
 }
 
 

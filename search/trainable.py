@@ -19,7 +19,7 @@ import logging
 import math
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,11 @@ from ray import tune
 
 from search.keys import NONFINITE, RESUMED_FROM
 from vae import keys
-from vae.config import VAEConfig
+from vae.config import ScoreConfig, VAEConfig
 from vae.io import OPTIMIZER_FILE, load, load_optimizer, save, save_optimizer
 from vae.model import build_model
-from vae.score import image_auroc, score_patches
+from vae.score import image_auroc
+from vae.score.scorers import SCORERS, candidates, pick_best, score_candidates
 from vae.train import NonFiniteLossError, evaluate, make_optimizer, prepare_model, train_epoch
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def claim_resources() -> torch.device:
 def _restore(directory: Path, config: VAEConfig, device: torch.device
              ) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
     model = load(directory, map_location=device)
-    if model.config != config:
+    if not _same_trial(model.config, config):
         raise RuntimeError(f"checkpoint {directory} holds a different config than this trial")
     optimizer = make_optimizer(prepare_model(model, device), config.train)
     load_optimizer(optimizer, directory / OPTIMIZER_FILE, map_location=device)
@@ -108,17 +109,37 @@ def _report_nonfinite(epoch: int, resumed_from: int, reason: str) -> None:
 
 def validate(model: torch.nn.Module, val_images: torch.Tensor, val_normal: torch.Tensor,
              val_labels: np.ndarray, config: VAEConfig, device: torch.device
-             ) -> tuple[dict[str, float], np.ndarray]:
-    """``val/*`` metrics and the per-patch scores behind ``val/auroc``."""
+             ) -> tuple[dict[str, float], np.ndarray, ScoreConfig]:
+    """``val/*`` metrics, the per-patch scores behind ``val/auroc`` and the scorer that made them.
+
+    With ``score.select = "best"`` every scorer of ``vae.score.scorers.SCORERS`` scores the same
+    reconstructions and ``val/auroc`` is the best one's; ``val/auroc_by_scorer/<name>`` keeps
+    them all and ``val/scorers_compared`` says how many were compared (the selection bias).
+    """
     metrics = evaluate(model, val_normal, config, device)
     # Score in the memory format vae.load gives (contiguous), so that a pulled model reproduces
     # these scores bit for bit; channels_last convolutions differ by ~1e-5 relative. The next
     # train_epoch puts the model back into channels_last.
     model.to(memory_format=torch.contiguous_format)
-    scores, _ = score_patches(model, val_images, keep_maps=False)
-    finite = bool(np.isfinite(scores).all())
-    metrics[keys.VAL_AUROC] = image_auroc(scores, val_labels) if finite else math.nan
-    return metrics, scores
+    scorers = candidates(config.score)
+    scores = score_candidates(model, val_images, scorers)
+    aurocs = {name: image_auroc(values, val_labels) if np.isfinite(values).all() else math.nan
+              for name, values in scores.items()}
+    best = pick_best(aurocs)
+    metrics[keys.VAL_AUROC] = aurocs[best]
+    if len(scorers) > 1:
+        metrics[keys.VAL_SCORERS_COMPARED] = float(len(scorers))
+        metrics[keys.VAL_SCORER_INDEX] = float(list(SCORERS).index(best))
+        metrics.update({f"{keys.VAL_AUROC_BY_SCORER}/{name}": value
+                        for name, value in aurocs.items()})
+    return metrics, scores[best], scorers[best]
+
+
+def _same_trial(saved: VAEConfig, config: VAEConfig) -> bool:
+    """A checkpoint belongs to this trial; a "best" scorer may have replaced its score section."""
+    if config.score.select == "best":
+        return replace(saved, score=config.score) == config
+    return saved == config
 
 
 def train_vae(config: dict[str, Any], data: TrialData) -> None:
@@ -142,8 +163,9 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
                                         epoch=epoch)
         except NonFiniteLossError as error:
             return _report_nonfinite(done, start, str(error))
-        val_metrics, scores = validate(model, val_images, val_normal, data.val_labels,
-                                       vae_config, device)
+        val_metrics, scores, scorer = validate(model, val_images, val_normal, data.val_labels,
+                                               vae_config, device)
+        model.config = replace(vae_config, score=scorer)  # the checkpoint scores as reported
         bad = sorted(k for k, v in {**train_metrics, **val_metrics}.items()
                      if not math.isfinite(v))
         if bad:

@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       f"{REAL_DEFAULTS['image_size']} real data)")
     data.add_argument("--train-patches", type=int, default=0,
                       help="train on a seeded random subset of N patches (default 0: all)")
+    data.add_argument("--train-stride", type=int, default=None,
+                      help="stride of the training patches only; below the patch size they "
+                           "overlap (default: the patch size; val and test keep it)")
     budget = parser.add_argument_group("search")
     budget.add_argument("--num-samples", type=int, help="trials (default "
                         f"{SYNTHETIC_DEFAULTS['num_samples']} synthetic, "
@@ -104,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     fields = ("name", "data_root", "data_format", "image_size", "num_samples", "max_epochs",
-              "train_patches",
+              "train_patches", "train_stride",
               "scheduler", "grace_period", "reduction_factor", "search_alg", "space_file",
               "seed", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial",
               "max_failures", "keep_checkpoints", "address", "storage_path", "tracking",
@@ -171,7 +174,8 @@ def main(args: argparse.Namespace) -> int:
         storage = shlex.quote(prepared.settings.storage_path)
         commands.insert(0, f"aitexvae tune --resume {name} --storage-path {storage}"
                            f"   # {outcome.unfinished} trial(s) did not finish")
-    print(format_summary(outcome.summary, prepared.searched_keys, next_commands=commands))
+    print(format_summary(outcome.summary, prepared.searched_keys, next_commands=commands,
+                         importances=outcome.importances))
     print(f"\nResults and checkpoints: {prepared.experiment_path}")
     if outcome.unfinished:
         return 130  # interrupted (Ctrl-C): the summary is of what ran; --resume continues

@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 OPTIMIZER_FILE = "optimizer.pt"
-FORMAT_VERSION = 1
+# Version 2 added config keys (model.decoder, model.decoder_width, model.tile_size,
+# train.denoise_probability, train.flip, score.normalize, score.select). Their defaults are
+# exactly what version 1 did, so a version-1 folder loads as it is and scores identically.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
@@ -52,9 +56,9 @@ def load_config(directory: str | Path) -> VAEConfig:
                                 "by vae.save(model, directory)")
     document = json.loads(path.read_text())
     version = document.get("format_version") if isinstance(document, dict) else None
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ValueError(f"{path}: format_version {version!r} is not supported; "
-                         f"this code reads version {FORMAT_VERSION}")
+                         f"this code reads versions {list(READABLE_VERSIONS)}")
     return VAEConfig.from_dict(document["config"])
 
 

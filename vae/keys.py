@@ -12,6 +12,11 @@ VAL_LOSS = "val/loss"
 VAL_MSE = "val/mse"  # plain per-pixel MSE on held-out normal patches: comparable across mixes
 VAL_KL = "val/kl"
 VAL_AUROC = "val/auroc"  # the search objective (mode max): normal vs synthetic-defect patches
+# With score.select = "best": how many scorers were compared, which won (index into
+# vae.score.scorers.SCORERS), and every scorer's AUROC as "val/auroc_by_scorer/<name>".
+VAL_SCORERS_COMPARED = "val/scorers_compared"
+VAL_SCORER_INDEX = "val/scorer_index"
+VAL_AUROC_BY_SCORER = "val/auroc_by_scorer"
 
 EPOCH = "epoch"
 OBJECTIVE, OBJECTIVE_MODE = VAL_AUROC, "max"

@@ -89,7 +89,8 @@ def vae_loss(output: VAEOutput, x: Tensor, loss_config: LossConfig) -> dict[str,
                 bce = bce_on_probabilities(recon, x) / batch
 
         fft = fft_loss(recon, x) if loss_config.fft_weight > 0 else zero
-        kl = output.posterior.kl().mean()
+        # Per image: a tiled model has one posterior per tile, and an image's KL is their sum.
+        kl = output.posterior.kl().sum() / batch
 
         loss = (loss_config.mse_weight * mse + loss_config.bce_weight * bce
                 + loss_config.fft_weight * fft + loss_config.kl_weight * kl)

@@ -18,6 +18,7 @@ from torch import nn
 
 from vae import keys
 from vae.config import TrainConfig, VAEConfig
+from vae.data.corruption import TRAIN_DEFECT_STREAM, corrupt, flip
 from vae.losses import LOSS_TERMS, vae_loss
 from vae.pixels import to_model_input, to_unit
 
@@ -97,11 +98,34 @@ def _as_uint8_tensor(images) -> torch.Tensor:
     return images
 
 
+def _to_input(batch: torch.Tensor, config: VAEConfig, device: torch.device) -> torch.Tensor:
+    x = to_model_input(batch.to(device, non_blocking=True), config.model.input_range)
+    return x.contiguous(memory_format=torch.channels_last)  # uint8 crossed the bus: 4× fewer bytes
+
+
 def _batch_input(images: torch.Tensor, index: torch.Tensor, config: VAEConfig,
                  device: torch.device) -> torch.Tensor:
-    batch = images[index].to(device, non_blocking=True)  # uint8 over the bus: 4× fewer bytes
-    x = to_model_input(batch, config.model.input_range)
-    return x.contiguous(memory_format=torch.channels_last)
+    return _to_input(images[index], config, device)
+
+
+def training_pair(batch: torch.Tensor, config: VAEConfig, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 batch → (model input, clean target, defect masks), all uint8 / bool on the CPU.
+
+    Flips (``train.flip``) apply to both; the synthetic defects of denoising training
+    (``train.denoise_probability``) only to the input, so the loss asks for the clean patch.
+    """
+    target = flip(batch, config.train.flip, generator)
+    if config.train.denoise_probability == 0:
+        return target, target, torch.zeros(target.shape[0], *target.shape[2:], dtype=torch.bool)
+    corrupted, masks = corrupt(target, config.train.denoise_probability, generator)
+    return corrupted, target, masks
+
+
+def augmentation_generator(seed: int, epoch: int) -> torch.Generator:
+    """The flips' and training defects' own stream: never the validation defects' seeds."""
+    state = np.random.SeedSequence([seed, epoch, TRAIN_DEFECT_STREAM]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def _fork_rng(device: torch.device):
@@ -126,15 +150,21 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8
     params = [p for group in optimizer.param_groups for p in group["params"]]
     sums = dict.fromkeys(LOSS_TERMS, 0.0)
     start = time.perf_counter()
+    augment = config.train.flip != "none" or config.train.denoise_probability > 0
+    augmentation = augmentation_generator(config.train.seed, epoch) if augment else None
     with _fork_rng(device):
         torch.manual_seed(epoch_seed(config.train.seed, epoch))
         order = torch.randperm(len(images), generator=generator)
         for step, index in enumerate(order.split(config.train.batch_size)):
-            x = _batch_input(images, index, config, device)
+            if augmentation is None:
+                x = target = _batch_input(images, index, config, device)
+            else:
+                noisy, clean, _ = training_pair(images[index], config, augmentation)
+                x, target = _to_input(noisy, config, device), _to_input(clean, config, device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=precision or torch.float32,
                                 enabled=precision is not None):
-                terms = vae_loss(model(x), x, config.loss)
+                terms = vae_loss(model(x), target, config.loss)
             terms["loss"].backward()
             grad_norm = nn.utils.clip_grad_norm_(params, clip)
             # One host sync per step: the values and the finiteness check together.

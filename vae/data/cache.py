@@ -44,7 +44,7 @@ def _digest(payload: object) -> str:
 def entry_name(scan: Scan, config: DataConfig) -> str:
     settings = {"version": CACHE_VERSION, "format": scan.format,
                 "root": str(scan.root.resolve()), "patch_size": config.patch_size,
-                "stride": config.stride, "channels": config.channels,
+                "stride": config.catalog_stride, "channels": config.channels,
                 "mask_threshold": config.mask_threshold,
                 "max_image_pixels": config.max_image_pixels}
     files = []

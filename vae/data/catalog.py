@@ -24,7 +24,7 @@ PROGRESS_SECONDS = 5.0
 
 def build_catalog(scan: Scan, config: DataConfig) -> tuple[PatchSet, DataSummary]:
     summary = DataSummary(format=config.format, root=str(scan.root),
-                          patch_size=config.patch_size, stride=int(config.stride))
+                          patch_size=config.patch_size, stride=config.catalog_stride)
     for issue in scan.skipped:
         logger.warning("skipping %s: %s", issue.file, issue.reason)
         summary.skip(issue)
@@ -42,7 +42,7 @@ def build_catalog(scan: Scan, config: DataConfig) -> tuple[PatchSet, DataSummary
             for note in result.notes:
                 summary.note(note)
             images, masks, xs, ys = cut(result.image, result.mask, config.patch_size,
-                                        int(config.stride))
+                                        config.catalog_stride)
             for key, value in (("images", images), ("masks", masks), ("x", xs), ("y", ys),
                                ("strip", np.full(len(xs), len(strips), np.int32))):
                 parts[key].append(value)

@@ -41,6 +41,9 @@ class DataConfig:
     root: str | None = None  # required for aitex/folder; None with synthetic → embedded default
     patch_size: int = 256
     stride: int | None = None  # None → patch_size (non-overlapping, plus one edge-aligned patch)
+    # Stride of the *training* patches only (val and test keep ``stride``): below it, training
+    # sees overlapping patches, i.e. the weave at more phases. None → ``stride``.
+    train_stride: int | None = None
     channels: int = 1  # 1: gray (RGB is converted), 3: RGB (gray is replicated)
     mask_threshold: int = 127  # AITEX masks are soft-edged: a pixel is a defect if value > this
     min_defect_pixels: int = 1  # a patch is anomalous when it holds at least this many
@@ -65,6 +68,9 @@ class DataConfig:
         if self.stride is None:
             object.__setattr__(self, "stride", self.patch_size)  # resolve once, keep it frozen
         _check_int("stride", self.stride, 1, self.patch_size)
+        if self.train_stride is None:
+            object.__setattr__(self, "train_stride", self.stride)
+        _check_int("train_stride", self.train_stride, 1, self.stride)
         if self.channels not in (1, 3) or isinstance(self.channels, bool):
             raise ConfigError(f"data.channels={self.channels!r} is invalid; allowed: 1 or 3")
         _check_int("mask_threshold", self.mask_threshold, 0, 254)
@@ -87,6 +93,11 @@ class DataConfig:
                 f"(strips are {SMALL_SYNTHETIC_HEIGHT} px high); use a patch_size <= "
                 f"{SMALL_SYNTHETIC_HEIGHT} or synthetic_full=true")
 
+    @property
+    def catalog_stride(self) -> int:
+        """The stride the catalog is cut at: the finer of the two (splits thin val/test out)."""
+        return int(min(self.stride, self.train_stride))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -106,4 +117,7 @@ class DataConfig:
         if "patch_size" in changes and "stride" not in changes \
                 and self.stride == self.patch_size:
             values["stride"] = None  # a default stride follows a new patch size
+        if ("stride" in changes or values["stride"] is None) and "train_stride" not in changes \
+                and self.train_stride == self.stride:
+            values["train_stride"] = None  # ... and a default training stride follows both
         return self.from_dict({**values, **changes})

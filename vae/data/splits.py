@@ -21,6 +21,7 @@ import numpy as np
 
 from vae.data.config import DataConfig
 from vae.data.defects import inject
+from vae.data.patches import positions
 from vae.data.patchset import PatchSet
 from vae.data.summary import DataSummary
 
@@ -64,10 +65,27 @@ def assign_strips(catalog: PatchSet, config: DataConfig) -> dict[str, list[int]]
     return {name: sorted(indices) for name, indices in roles.items()}
 
 
+def on_grid(patches: PatchSet, stride: int) -> np.ndarray:
+    """Bool (N,): the patches that a cut at ``stride`` gives (its grid and edge-aligned ones)."""
+    keep = np.zeros(len(patches), dtype=bool)
+    size = patches.patch_size
+    for index, info in enumerate(patches.strips):
+        rows = patches.strip_index == index
+        if not rows.any():
+            continue
+        height, width = info.shape
+        keep[rows] = np.isin(patches.x[rows], positions(width, size, stride)) \
+            & np.isin(patches.y[rows], positions(height, size, stride))
+    return keep
+
+
 def make_splits(catalog: PatchSet, summary: DataSummary, config: DataConfig) -> Splits:
     roles = assign_strips(catalog, config)
     sets = {name: catalog.subset(np.isin(catalog.strip_index, indices))
             for name, indices in roles.items()}
+    if config.catalog_stride != config.stride:  # the catalog was cut at the training stride
+        for name in ("val", "test"):
+            sets[name] = sets[name].subset(on_grid(sets[name], int(config.stride)))
     held_out = sets["val"]
     if len(held_out):
         images, masks, _ = inject(held_out.images, config.seed, config.defects_per_patch)

@@ -23,18 +23,41 @@ from torch import nn
 from vae.config import ScoreConfig
 from vae.pixels import to_model_input, to_unit
 from vae.score.blur import gaussian_blur
+from vae.score.similarity import msgms_map, ssim_map
 from vae.train import autocast_dtype
+
+NORMALIZE_EPS = 1e-6  # a flat map (std 0) normalises to zeros, not NaN
 
 
 def residual_maps(x_unit: torch.Tensor, recon_unit: torch.Tensor, score_config: ScoreConfig
                   ) -> torch.Tensor:
-    """(B, C, H, W) input and reconstruction in [0, 1] → (B, H, W) float32 anomaly maps."""
-    residual = torch.sub(x_unit.float(), recon_unit.float())  # one new buffer, then in place
-    residual = residual.abs_() if score_config.map == "l1" else residual.square_()
-    # Channel average keeps RGB and gray maps on one scale; for gray it is a view, no copy.
-    maps = residual[:, 0] if residual.shape[1] == 1 else residual.mean(dim=1)
-    if score_config.map == "l2_smooth":
-        maps = gaussian_blur(maps, score_config.smooth_sigma)
+    """(B, C, H, W) input and reconstruction in [0, 1] → (B, H, W) float32 anomaly maps.
+
+    ``score_config.map`` chooses the map (see ``vae.config.MAP_METHODS``), ``normalize`` whether
+    each map is standardised by its own statistics.
+    """
+    method = score_config.map
+    x, recon = x_unit.float(), recon_unit.float()
+    if method in ("ssim", "msgms", "signed_smooth"):
+        # Channel average first (gray stays a view): these maps compare structure or the mean.
+        x = x[:, 0] if x.shape[1] == 1 else x.mean(dim=1)
+        recon = recon[:, 0] if recon.shape[1] == 1 else recon.mean(dim=1)
+        if method == "signed_smooth":
+            maps = gaussian_blur(x - recon, score_config.smooth_sigma).abs_()
+        else:
+            similarity = ssim_map(x, recon) if method == "ssim" else msgms_map(x, recon)
+            maps = gaussian_blur(1.0 - similarity, score_config.smooth_sigma)
+    else:
+        residual = torch.sub(x, recon)  # one new buffer, then in place
+        residual = residual.abs_() if method == "l1" else residual.square_()
+        # Channel average keeps RGB and gray maps on one scale; for gray it is a view, no copy.
+        maps = residual[:, 0] if residual.shape[1] == 1 else residual.mean(dim=1)
+        if method == "l2_smooth":
+            maps = gaussian_blur(maps, score_config.smooth_sigma)
+    if score_config.normalize == "image":
+        flat = maps.flatten(1)  # (B, H*W)
+        std, mean = torch.std_mean(flat, dim=1)
+        maps = (maps - mean[:, None, None]) / (std[:, None, None] + NORMALIZE_EPS)
     return maps
 
 
@@ -77,10 +100,10 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
-                     score_config: ScoreConfig | None = None, batch_size: int = 64,
-                     device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
-    """Yield (B, H, W) float32 maps on ``device``, batch by batch, in input order.
+def iter_reconstructions(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
+                         batch_size: int = 64, device: str | torch.device | None = None
+                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, x̂)`` float32 batches (B, C, H, W) in [0, 1] on ``device``, in input order.
 
     The model is put in eval mode (dropout off) for the pass and returned to its previous mode.
     ``device=None`` uses the model's own device; a given device moves the model there.
@@ -88,7 +111,6 @@ def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer >= 1")
     config = model.config
-    score_config = score_config or config.score
     images = _as_nchw(images_uint8, config.model.in_channels)
     device = torch.device(device) if device is not None else _model_device(model)
     model.to(device)
@@ -105,10 +127,19 @@ def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, 
                 with torch.autocast(device.type, dtype=autocast or torch.float32,
                                     enabled=autocast is not None):
                     recon = model.reconstruct(x)
-                yield residual_maps(to_unit(x, input_range), to_unit(recon.float(), input_range),
-                                    score_config)
+                yield to_unit(x, input_range), to_unit(recon.float(), input_range)
     finally:
         model.train(was_training)
+
+
+def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
+                     score_config: ScoreConfig | None = None, batch_size: int = 64,
+                     device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
+    """Yield (B, H, W) float32 maps on ``device``, batch by batch, in input order."""
+    score_config = score_config or model.config.score
+    for x_unit, recon_unit in iter_reconstructions(model, images_uint8, batch_size=batch_size,
+                                                   device=device):
+        yield residual_maps(x_unit, recon_unit, score_config)
 
 
 def anomaly_maps(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,

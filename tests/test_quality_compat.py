@@ -1,0 +1,92 @@
+"""Models saved before the quality knobs existed (format version 1) load and score as before;
+the training stride; importances rank the one knob that drives the objective first."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import vae
+from search.importance import format_importances, param_importances
+from tests.support.checkpoints import make_model, tiny_config, validation_set
+from vae.data import DataConfig, load_splits
+from vae.io import CONFIG_FILE
+from vae.score import score_patches
+
+# The complete config of a version-1 model folder, exactly as the code before version 2 wrote it.
+VERSION_1_KEYS = {
+    "model": ["covariance", "dropout", "image_size", "in_channels", "latent_dim",
+              "output_activation", "rank"],
+    "loss": ["bce_weight", "fft_weight", "kl_weight", "mse_weight"],
+    "train": ["batch_size", "grad_clip_norm", "learning_rate", "num_epochs", "precision", "seed",
+              "weight_decay"],
+    "score": ["map", "reduction", "smooth_sigma", "topk_fraction"]}
+
+
+def test_a_version_1_model_folder_loads_and_scores_identically(tmp_path):
+    model = make_model(tiny_config(), seed=7)
+    images, _ = validation_set()
+    expected, _ = score_patches(model, images, keep_maps=False)
+    folder = vae.save(model, tmp_path / "v1")
+    document = json.loads((folder / CONFIG_FILE).read_text())
+    old = {section: {key: document["config"][section][key] for key in names}
+           for section, names in VERSION_1_KEYS.items()}
+    (folder / CONFIG_FILE).write_text(json.dumps({"format_version": 1, "config": old}))
+    loaded = vae.load(folder)
+    assert loaded.config == model.config  # the new keys' defaults are what version 1 did
+    rescored, _ = score_patches(loaded, images, keep_maps=False)
+    np.testing.assert_array_equal(rescored, expected)
+
+
+def test_an_unknown_format_version_is_refused_naming_the_readable_ones(tmp_path):
+    folder = vae.save(make_model(tiny_config(), seed=0), tmp_path / "m")
+    document = json.loads((folder / CONFIG_FILE).read_text())
+    document["format_version"] = 3
+    (folder / CONFIG_FILE).write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"format_version 3 is not supported.*\[1, 2\]"):
+        vae.load(folder)
+
+
+def test_a_training_stride_overlaps_training_patches_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("AITEXVAE_HOME", str(tmp_path))
+    plain = load_splits(DataConfig(patch_size=32))
+    dense = load_splits(DataConfig(patch_size=32, train_stride=16))
+    assert len(dense.train) > 1.5 * len(plain.train)
+    assert set(np.unique(dense.train.x % 32)) >= {0, 16}
+    for name in ("val", "test"):  # exactly the same patches as without it
+        ours, theirs = getattr(dense, name), getattr(plain, name)
+        assert np.array_equal(ours.images, theirs.images)
+        assert np.array_equal(ours.x, theirs.x) and np.array_equal(ours.labels, theirs.labels)
+
+
+def test_the_training_stride_is_validated():
+    from vae.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.train_stride=40 is invalid.*\[1, 32\]"):
+        DataConfig(patch_size=32, train_stride=40)
+
+
+def test_importances_rank_the_only_knob_that_drives_the_objective_first():
+    rng = np.random.default_rng(0)
+    trials = []
+    for _ in range(24):
+        config = {"model.latent_dim": int(rng.choice([8, 16, 32])),
+                  "model.dropout": float(rng.uniform(0.0, 0.5)),
+                  "train.learning_rate": float(rng.uniform(1e-4, 3e-3)),
+                  "loss.mse_weight": 1.0, "loss.bce_weight": 0.0,
+                  "loss.fft_weight": float(rng.choice([0.0, 0.02]))}
+        objective = 0.6 + 0.6 * config["train.learning_rate"] * 100 + rng.normal(0, 0.002)
+        trials.append((config, objective))
+    searched = list(trials[0][0])
+    importances = param_importances(trials, searched)
+    assert list(importances)[0] == "train.learning_rate"
+    assert importances["train.learning_rate"] > 0.8
+    assert set(importances) == {"model.latent_dim", "model.dropout", "train.learning_rate",
+                                "loss.mix"}
+    assert sum(importances.values()) == pytest.approx(1.0)
+    lines = format_importances(importances, 24)
+    assert "24 ranked trials" in lines[0] and "train.learning_rate" in lines[1]
+    # Too few finished trials: nothing to say (NaN trials never count).
+    assert param_importances(trials[:3] + [(trials[3][0], float("nan"))], searched) == {}
