@@ -79,6 +79,12 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Ait
                                 "written by vae.save(model, directory)")
     model = build_model(load_config(directory))
     state = load_file(str(weights), device=str(map_location))
+    broken = sorted(name for name, tensor in state.items()
+                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()))
+    if broken:
+        raise ValueError(f"{weights} holds NaN or infinite weights in {broken[:3]}"
+                         f"{' ...' if len(broken) > 3 else ''}; refusing to load a model that "
+                         "cannot score (a diverged or corrupted checkpoint)")
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
 

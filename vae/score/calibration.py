@@ -19,6 +19,15 @@ CALIBRATION_FILE = "calibration.json"
 REPORTED_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 
 
+def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """True (reject) where a score is above ``threshold`` or not finite; the one decision rule."""
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
+            or not math.isfinite(threshold):
+        raise ValueError(f"threshold={threshold!r} is invalid; allowed: a finite number")
+    scores = np.asarray(scores, dtype=np.float64)
+    return ~(np.isfinite(scores) & (scores <= threshold))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Normal-score statistics; ``decide`` flags scores strictly above ``threshold``."""
@@ -61,8 +70,12 @@ class Calibration:
                    quantiles={f"{q:g}": float(v) for q, v in zip(levels, values, strict=True)})
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
-        """Bool array: True = anomalous (reject), for every score above the threshold."""
-        return np.asarray(scores, dtype=np.float64) > self.threshold
+        """Bool array: True = anomalous (reject), for every score above the threshold.
+
+        A NaN or infinite score is a reject too: the model could not tell, and a defect
+        detector must never turn "cannot tell" into "good".
+        """
+        return decide(scores, self.threshold)
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,9 @@ def load_local_model(reference: str) -> nn.Module:
 
 def _threshold(args: argparse.Namespace, model: nn.Module) -> float | None:
     if args.threshold is not None:
+        if not math.isfinite(args.threshold):
+            raise ValueError(f"--threshold {args.threshold!r} is invalid; allowed: a finite "
+                             "number (patches scoring above it are rejected)")
         return args.threshold
     calibration = getattr(model, "calibration", None)
     path = Path(args.model) / CALIBRATION_FILE
@@ -87,7 +91,8 @@ def run_score(args: argparse.Namespace, load_model: ModelLoader) -> int:
         else:
             source = dataset_source(args.data_root, args.format, patch_size=config.image_size,
                                     channels=config.in_channels, stride=args.stride)
-        report = score_source(model, source, args.out, threshold=_threshold(args, model),
+        threshold = _threshold(args, model)
+        report = score_source(model, source, args.out, threshold=threshold,
                               batch_size=args.batch_size, device=device,
                               stride=args.stride, max_overlays=args.overlays,
                               model_name=args.model)
@@ -107,6 +112,11 @@ def run_score(args: argparse.Namespace, load_model: ModelLoader) -> int:
     if report.images == 0:
         print("error: no image could be scored (see the skipped files above)", file=sys.stderr)
         return 2
+    if report.nonfinite:
+        print(f"error: {report.nonfinite} of {report.patches} patch score(s) are NaN or "
+              "infinite; they are marked reject, never accept (the model cannot tell: check "
+              "its weights)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from vae.data.layouts import Issue
 from vae.data.patches import cut, labels_from_masks
+from vae.score.calibration import decide
 from vae.score.inputs import Item, Source
 from vae.score.maps import score_patches
 from vae.score.metrics import evaluate_scores
@@ -57,10 +58,12 @@ class ScoreReport:
     threshold: float | None = None
     model: str | None = None
     score_config: dict[str, Any] = field(default_factory=dict)
+    nonfinite: int = 0  # patches whose score is NaN/inf: rejected, never accepted
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "score_config": self.score_config,
                 "images": self.images, "patches": self.patches, "threshold": self.threshold,
+                "nonfinite_scores": self.nonfinite,
                 "skipped": [{"file": i.file, "reason": i.reason} for i in self.skipped],
                 "notes": [{"file": i.file, "note": i.reason} for i in self.notes],
                 "files": {"scores": SCORES_FILE,
@@ -120,7 +123,7 @@ class _Run:
     def _strip(self, part: _Cut, scores: np.ndarray, maps: np.ndarray) -> None:
         item = part.item
         decisions = [""] * len(scores) if self.threshold is None \
-            else (scores > self.threshold).astype(int).tolist()
+            else decide(scores, self.threshold).astype(int).tolist()
         labels = [""] * len(scores) if part.labels is None else part.labels.tolist()
         for i, (x, y, score) in enumerate(zip(part.xs, part.ys, scores, strict=True)):
             self.writer.writerow([item.file, i, int(x), int(y), f"{score:.9g}", decisions[i],
@@ -202,7 +205,12 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                 last_log = now
         run.flush(pending)
     report.notes = list(source.notes)
-    if source.labelled and run.labels:
+    if run.scores:
+        report.nonfinite = int((~np.isfinite(np.concatenate(run.scores))).sum())
+    if report.nonfinite:
+        logger.error("%d patch score(s) are NaN or infinite: they are rejected, and no metric is "
+                     "computed (the model cannot tell; check its weights)", report.nonfinite)
+    elif source.labelled and run.labels:
         report.metrics = evaluate_scores(
             np.concatenate(run.scores), np.concatenate(run.labels),
             strips=np.concatenate(run.files), fabrics=np.concatenate(run.fabrics),
