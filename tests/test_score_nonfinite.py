@@ -37,3 +37,13 @@ def test_a_model_with_nan_weights_is_refused_on_load(tmp_path):
     save_file(state, str(folder / "model.safetensors"), metadata={"format_version": "2"})
     with pytest.raises(ValueError, match=r"NaN or infinite weights in \['" + name.replace(".", r"\.")):
         vae.load(folder)
+
+
+def test_a_config_file_without_its_config_section_is_named(tmp_path):
+    folder = vae.save(make_model(tiny_config(), seed=0), tmp_path / "m")
+    (folder / "config.json").write_text('{"format_version": 2}')
+    with pytest.raises(ValueError, match=r"has no 'config' section \(keys: \['format_version'\]\)"):
+        vae.load(folder)
+    (folder / "config.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
+        vae.load(folder)

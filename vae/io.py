@@ -54,11 +54,17 @@ def load_config(directory: str | Path) -> VAEConfig:
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}; expected a directory written "
                                 "by vae.save(model, directory)")
-    document = json.loads(path.read_text())
+    try:
+        document = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
     version = document.get("format_version") if isinstance(document, dict) else None
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ValueError(f"{path}: format_version {version!r} is not supported; "
                          f"this code reads versions {list(READABLE_VERSIONS)}")
+    if "config" not in document:
+        raise ValueError(f"{path} has no 'config' section (keys: {sorted(document)}); expected "
+                         "the document vae.save writes: {\"format_version\": ..., \"config\": ...}")
     return VAEConfig.from_dict(document["config"])
 
 
