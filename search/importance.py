@@ -1,8 +1,9 @@
 """Which knobs mattered: hyperparameter importances over a search's finished trials.
 
 Optuna's fANOVA evaluator (Hutter, Hoos & Leyton-Brown 2014, "An Efficient Approach for
-Assessing Hyperparameter Importance": the share of the objective's variance, under a random
-forest fitted to the trials, that each parameter explains on its own). fANOVA needs no
+Assessing Hyperparameter Importance": the variance of the objective, under a random forest
+fitted to the trials, that each parameter explains on its own), normalised so the main effects
+sum to 1: relative importances, not shares of the total variance (interactions are left out). fANOVA needs no
 particular sampler or quantile of good trials, so it also works for a search of a dozen random
 trials, where PED-ANOVA's top-quantile split would hold one or two. Importances sum to 1 over
 the parameters that every ranked trial has (``model.rank``, drawn only for low-rank
@@ -47,7 +48,7 @@ def _distribution(values: list[Any]):
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) \
             and len(set(values)) > 2:
         low, high = float(min(values)), float(max(values))
-        return FloatDistribution(low, high if high > low else low + 1e-12)
+        return FloatDistribution(low, high)  # > 2 distinct values: low < high
     return CategoricalDistribution(sorted(set(values), key=repr))
 
 
@@ -101,8 +102,8 @@ def format_importances(importances: Mapping[str, float], n_trials: int, width: i
     if not importances:
         return []
     name_width = max(len(k) for k in importances)
-    lines = [f"\nWhich knobs mattered (fANOVA over {n_trials} ranked trials; shares of the "
-             "val/auroc variance):"]
+    lines = [f"\nWhich knobs mattered (fANOVA over {n_trials} ranked trials; relative "
+             "importance for val/auroc, summing to 1):"]
     lines += [f"  {key.ljust(name_width)}  {value:5.3f}  {'#' * round(value * width)}"
               for key, value in importances.items()]
     return lines

@@ -25,7 +25,7 @@ from search.importance import search_importances
 from search.report import SearchSummary, summarize
 from search.searcher import SpaceSearcher, make_sampler
 from search.settings import RUNTIME_FIELDS, SETTINGS_FILE, SearchSettings
-from search.space import SearchSpace, SpaceError
+from search.space import SearchSpace, SpaceError, fit_to_image_size
 from search.space_check import check_space
 from search.space_file import load_space_file
 from search.trainable import TrialData, train_vae
@@ -80,6 +80,7 @@ class SearchOutcome:
 
 def _space_for(settings: SearchSettings) -> SearchSpace:
     space = load_space_file(settings.space_file) if settings.space_file else SearchSpace()
+    space = fit_to_image_size(space, settings.image_size)
     check_space(space, settings.base_config())
     return space
 

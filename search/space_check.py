@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from search.space import COUPLED_KEYS, SearchSpace, SpaceError
+from search.space import COUPLED_KEYS, Fixed, SearchSpace, SpaceError
 from vae.config import ConfigError, VAEConfig
 
 MAX_PATHS = 200_000  # a space this large is almost surely a typo; fail instead of hanging
@@ -95,12 +95,29 @@ def _build(base: Mapping[str, Any], values: Mapping[str, Any]) -> VAEConfig:
     return VAEConfig().with_overrides({**base, **values})
 
 
+SCORER_KEYS = ("score.map", "score.smooth_sigma", "score.reduction", "score.normalize")
+
+
+def _check_scorer_keys(space: SearchSpace) -> None:
+    """With ``score.select`` able to be "best", searching a scorer key would spend trials on a
+    choice every validation pass overrides (vae.score.scorers compares the set itself)."""
+    select = space.params.get("score.select")
+    can_be_best = select is not None and "best" in list(_support(select))
+    searched = [k for k in SCORER_KEYS if k in space.params
+                and not isinstance(space.params[k], Fixed)]
+    if can_be_best and searched:
+        raise SpaceError(f"{searched} are searched while score.select can be 'best', which "
+                         "compares the built-in scorers on every validation pass and overrides "
+                         "them; fix score.select: fixed in the space file to search them")
+
+
 def check_space(space: SearchSpace, base: Mapping[str, Any] | None = None) -> int:
     """Raise ``SpaceError`` if any config the space can draw is invalid; return paths checked.
 
     ``base`` holds the settings every trial shares (image size, epochs, seed).
     """
     base = dict(base or {})
+    _check_scorer_keys(space)
     try:
         _build(base, {})
     except ConfigError as error:

@@ -138,7 +138,8 @@ def validate(model: torch.nn.Module, val_images: torch.Tensor, val_normal: torch
 def _same_trial(saved: VAEConfig, config: VAEConfig) -> bool:
     """A checkpoint belongs to this trial; a "best" scorer may have replaced its score section."""
     if config.score.select == "best":
-        return replace(saved, score=config.score) == config
+        return replace(saved, score=config.score) == config \
+            and saved.score in candidates(config.score).values()
     return saved == config
 
 
@@ -166,8 +167,10 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
         val_metrics, scores, scorer = validate(model, val_images, val_normal, data.val_labels,
                                                vae_config, device)
         model.config = replace(vae_config, score=scorer)  # the checkpoint scores as reported
+        # One scorer's undefined AUROC is that scorer's problem (pick_best skips it), not the
+        # trial's: only the reported objective and the losses decide a non-finite stop.
         bad = sorted(k for k, v in {**train_metrics, **val_metrics}.items()
-                     if not math.isfinite(v))
+                     if not math.isfinite(v) and not k.startswith(keys.VAL_AUROC_BY_SCORER))
         if bad:
             return _report_nonfinite(done, start, f"non-finite {bad}")
         # Key order matters: Ray's trial table shows the first few reported metrics.

@@ -66,6 +66,27 @@ def test_the_training_stride_is_validated():
 
     with pytest.raises(ConfigError, match=r"data.train_stride=40 is invalid.*\[1, 32\]"):
         DataConfig(patch_size=32, train_stride=40)
+    with pytest.raises(ConfigError, match=r"data.train_stride=20 is invalid; allowed: a divisor "
+                                          r"of data.stride=32"):
+        DataConfig(patch_size=32, train_stride=20)
+
+
+def test_default_tiles_follow_the_image_size_and_scorer_keys_need_a_fixed_selection():
+    from search.space import Choice, Fixed, SearchSpace, SpaceError, fit_to_image_size
+    from search.space_check import check_space
+
+    space = SearchSpace()
+    assert fit_to_image_size(space, 256).params["model.tile_size"] == Choice((32, 64))
+    assert fit_to_image_size(space, 96).params["model.tile_size"] == Fixed(32)
+    assert fit_to_image_size(space, 80).params["model.tile_size"] == Fixed(0)
+    check_space(fit_to_image_size(space, 80), {"model.image_size": 80})
+    written = space.with_overrides({"model.tile_size": Fixed(64)})
+    assert fit_to_image_size(written, 96) is written  # a user's value is never adapted
+    scorers = space.with_overrides({"score.map": Choice(("l2", "msgms"))})
+    with pytest.raises(SpaceError, match=r"\['score.map'\] are searched while score.select"):
+        check_space(scorers, {"model.image_size": 32})
+    check_space(scorers.with_overrides({"score.select": Fixed("fixed")}),
+                {"model.image_size": 32})
 
 
 def test_importances_rank_the_only_knob_that_drives_the_objective_first():

@@ -64,7 +64,7 @@ def test_single_scale_gms_matches_prewitt_gradients_from_scipy():
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
-def test_msgms_is_zero_for_a_perfect_reconstruction_and_peaks_at_the_defect():
+def test_msgms_similarity_is_one_for_a_perfect_reconstruction_and_its_map_peaks_at_the_defect():
     x, y = _pair(2)
     same = msgms_map(torch.from_numpy(x), torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(same, 1.0, atol=1e-6)

@@ -173,7 +173,6 @@ class TrainConfig:
 #   msgms           1 - multi-scale gradient-magnitude similarity, 4 scales (Zavrtanik et al.,
 #                   RIAD 2021 / DRAEM 2021): structure, not brightness
 MAP_METHODS = ("l2", "l1", "l2_smooth", "signed_smooth", "ssim", "msgms")
-SMOOTHED_MAPS = ("l2_smooth", "signed_smooth", "ssim", "msgms")  # blurred by smooth_sigma
 REDUCTIONS = ("max", "topk_mean", "mean")
 # "image": each map is standardised by its own mean and standard deviation before reduction,
 # so a patch scores how far its worst spot stands out of the rest of the same patch (fabrics
@@ -193,7 +192,7 @@ class ScoreConfig:
     """
 
     map: str = "l2_smooth"  # see MAP_METHODS
-    smooth_sigma: float = 2.0  # Gaussian sigma in pixels for the maps in SMOOTHED_MAPS
+    smooth_sigma: float = 2.0  # Gaussian sigma (px) of l2_smooth, signed_smooth, ssim, msgms
     reduction: str = "topk_mean"  # map → patch score
     # Share of pixels averaged by "topk_mean". The median AITEX defect covers ~0.01 % of a
     # 4096×256 strip (~100 px, ~0.15 % of a 256² patch): averaging the top 1 % (655 px) would

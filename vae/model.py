@@ -1,7 +1,7 @@
 """AitexVAE: the seed's convolutional VAE (shared/seeds/vae-concepts.md), generalised.
 
 Encoder: 4 stride-2 3×3 convs (C → 32 → 64 → 128 → 256), each followed by ReLU and Dropout2d,
-flattened to ``feature_dim = 256 · (S/16)²``; a posterior head (diagonal / full / low-rank)
+flattened to ``feature_dim = 256 · (t/16)²`` (t = the tile size, or S without tiling); a posterior head (diagonal / full / low-rank)
 gives q(z|x). Decoder: ``fc_dec`` to 64 × (S/16)², then either the seed's two stride-4 4×4
 transposed convs (``model.decoder="transposed"``) or four resize-conv stages (2× nearest
 upsampling + 3×3 conv + ReLU, ``"resize"``) back to S × S, then the output activation.

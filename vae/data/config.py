@@ -71,6 +71,10 @@ class DataConfig:
         if self.train_stride is None:
             object.__setattr__(self, "train_stride", self.stride)
         _check_int("train_stride", self.train_stride, 1, self.stride)
+        if self.stride % self.train_stride:
+            # val/test patches are picked out of the finer cut; only a divisor keeps them all.
+            raise ConfigError(f"data.train_stride={self.train_stride} is invalid; allowed: a "
+                              f"divisor of data.stride={self.stride} (e.g. {self.stride // 2})")
         if self.channels not in (1, 3) or isinstance(self.channels, bool):
             raise ConfigError(f"data.channels={self.channels!r} is invalid; allowed: 1 or 3")
         _check_int("mask_threshold", self.mask_threshold, 0, 254)

@@ -69,7 +69,7 @@ def corrupt(images: torch.Tensor, probability: float, generator: torch.Generator
     index = chosen.nonzero().flatten()
     blobs = blob_masks(len(index), (height, width), generator)  # (k, H, W)
     x = images[index].float()  # (k, C, H, W)
-    # Texture from elsewhere: the next chosen patch (itself when only one), weave turned by 90°.
+    # Texture from elsewhere: the previous chosen patch (itself when only one), weave turned 90°.
     source = images[index.roll(1)].float().transpose(-1, -2)
     sign = torch.where(torch.rand(len(index), generator=generator) < 0.5, -1.0, 1.0)
     shift = sign * _uniform(len(index), *SHIFT_LEVELS, generator)
