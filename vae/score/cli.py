@@ -77,7 +77,8 @@ def run_score(args: argparse.Namespace, load_model: ModelLoader) -> int:
     from vae.score.run import score_source
 
     try:
-        model = load_model(args.model)
+        tracking_uri = getattr(args, "tracking_uri", None)
+        model = load_model(args.model, tracking_uri) if tracking_uri else load_model(args.model)
     except Exception as error:  # any loader (local, MLflow): one clear line, no traceback
         logger.debug("loading %s failed", args.model, exc_info=True)
         print(f"error: cannot load model {args.model!r}: {error}", file=sys.stderr)
@@ -156,5 +157,9 @@ def register(subparsers: argparse._SubParsersAction,
     parser.add_argument("--overlays", type=_int_at_least(0), default=20,
                         help="heat-map PNGs to write: defective strips first, then the "
                              "highest-scoring (default: 20; 0: none)")
+    if load_model is not None:  # a URI-aware loader (tracking) also reads the store's URI
+        parser.add_argument("--tracking-uri", default=None,
+                            help="MLflow store for models:/ and runs:/ URIs (default "
+                                 "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.set_defaults(func=lambda args: run_score(args, loader))
     return parser
