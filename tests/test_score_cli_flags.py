@@ -16,3 +16,12 @@ def test_score_passes_its_tracking_uri_to_the_model_loader(tmp_path):
     assert done.returncode == 2
     assert f"no MLflow database at {store}" in done.stderr  # the given store, not ./mlflow.db
     assert not store.exists() and not (tmp_path / "out").exists()
+
+
+def test_pulled_models_are_cached_under_aitexvae_home(tmp_path, monkeypatch):
+    from tracking.pull import cache_dir
+
+    monkeypatch.setenv("AITEXVAE_HOME", str(tmp_path / "home"))
+    folder = cache_dir("models:/aitex-vae@champion", "sqlite:///x.db")
+    assert folder.parent == tmp_path / "home" / "models"
+    assert folder != cache_dir("models:/aitex-vae@champion", "sqlite:///y.db")

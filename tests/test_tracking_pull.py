@@ -34,7 +34,7 @@ class Payload:
 @pytest.fixture(autouse=True)
 def _quiet_mlflow(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.setenv("AITEXVAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AITEXVAE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture

@@ -101,10 +101,12 @@ def pull(model_uri: str = DEFAULT_MODEL_URI, out_dir: str | Path = "aitex-vae",
 
 
 def cache_dir(model_uri: str, tracking_uri: str | None) -> Path:
-    """A per-(store, URI) folder under ``$AITEXVAE_CACHE`` (default ``~/.cache/aitexvae``)."""
-    base = Path(os.environ.get("AITEXVAE_CACHE", Path.home() / ".cache" / "aitexvae"))
+    """A per-(store, URI) folder under ``$AITEXVAE_HOME/models`` (``vae.data.aitexvae_home``,
+    the one owner of where aitexvae keeps files; default ``~/.cache/aitexvae``)."""
+    from vae.data import aitexvae_home
+
     key = hashlib.sha256(f"{tracking_uri or ''}\n{model_uri}".encode()).hexdigest()[:16]
-    return base / "models" / key
+    return aitexvae_home() / "models" / key
 
 
 def resolve_model_dir(model_ref: str, tracking_uri: str | None = None) -> Path:
