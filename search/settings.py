@@ -23,8 +23,8 @@ DATA_FORMATS = ("synthetic", "aitex", "folder")
 SETTINGS_FILE = "aitexvae_search.json"
 # The embedded default (synthetic data, this 2-core CPU): >= 8 trials in a few minutes.
 SYNTHETIC_DEFAULTS = {"image_size": 64, "num_samples": 12, "max_epochs": 12}
-# Real data on 2 CPU cores: 8 trials x up to 8 epochs under ASHA finished in about 40 minutes on
-# the AITEX dev split (bench/real_quality.py); on a GPU it is minutes.
+# Real data on 2 CPU cores: 8 trials x up to 8 epochs under ASHA took 28 minutes on the AITEX
+# dev split (bench/real_quality.py; the old 20 x 30 would take hours there).
 REAL_DEFAULTS = {"image_size": 256, "num_samples": 8, "max_epochs": 8}
 # Flags that may change on --resume (where and how to run, not what to search).
 # ASHA's default grace period as a share of max_epochs. Early val/auroc says little about the
