@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracking.settings import check_search_name
 from vae.config import ConfigError
 from vae.data.config import SMALL_SYNTHETIC_HEIGHT, DataConfig
 
@@ -127,10 +128,11 @@ class SearchSettings:
                                   "fraction of one GPU (e.g. 0.25) or a whole number")
         _positive_int("max_failures", self.max_failures, 0)
         _positive_int("keep_checkpoints", self.keep_checkpoints)
-        if self.name is not None and (not self.name or "/" in self.name
-                                      or self.name in (".", "..")):
-            raise ConfigError(f"--name={self.name!r} is invalid; allowed: a directory name "
-                              "without '/'")
+        if self.name is not None:
+            try:  # tracking owns the rule (MLflow filters); checked here, before Ray starts
+                check_search_name(self.name, "--name")
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         if self.space_file is not None and not Path(self.space_file).is_file():
             raise ConfigError(f"--space={self.space_file!r}: no such file")
         if self.train_stride is not None:

@@ -88,6 +88,8 @@ def test_settings_defaults_follow_the_data():
     ({"search_alg": "bohb"}, "--search-alg='bohb'"),
     ({"data_root": "/x"}, "--data-root and --format go together"),
     ({"name": "a/b"}, "--name='a/b'"),
+    ({"name": "it's"}, "--name=\"it's\" is invalid; allowed: a non-empty folder name without '/', "
+                       "quotes or backticks"),
     ({"space_file": "/no/such.yaml"}, "--space='/no/such.yaml': no such file"),
 ])
 def test_settings_reject_bad_values_naming_the_flag(changes, message):

@@ -29,7 +29,7 @@ from tracking.finish import SearchOutcome, close_trial, finish_search, warm_up
 from tracking.params import flatten_params, max_epochs_of, metrics_from_result
 from tracking.probe import ProbeSet
 from tracking.restore import TrialState, child_runs, find_parent, restored_trials
-from tracking.settings import TrackingSettings
+from tracking.settings import TrackingSettings, check_search_name
 from tracking.writer import Writer
 from vae import keys
 
@@ -46,9 +46,7 @@ class SearchTracker:
                  probe: ProbeSet | None = None, validation_labels: np.ndarray | None = None,
                  objective: str = keys.OBJECTIVE, mode: str = keys.OBJECTIVE_MODE,
                  asynchronous: bool = True) -> None:
-        if not search_name or "'" in search_name or "`" in search_name:
-            raise ValueError(f"search name {search_name!r} is invalid; allowed: a non-empty name "
-                             "without quotes")
+        check_search_name(search_name)
         if mode not in ("max", "min"):
             raise ValueError(f"unknown mode {mode!r}; choose one of ['max', 'min']")
         self.settings = settings.resolved()

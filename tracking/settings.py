@@ -79,6 +79,16 @@ class TrackingSettings:
         return dataclasses.replace(self, tracking_uri=absolute_uri(self.tracking_uri))
 
 
+def check_search_name(name: object, label: str = "search name") -> str:
+    """The one rule for a search's name (a folder under the storage path, and a value in MLflow
+    filter strings): non-empty, no '/', not '.' or '..', no quotes or backticks."""
+    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") \
+            or any(c in name for c in "'`\""):
+        raise ValueError(f"{label}={name!r} is invalid; allowed: a non-empty folder name "
+                         "without '/', quotes or backticks")
+    return name
+
+
 def absolute_uri(uri: str) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):
         path = Path(uri[len("sqlite:///"):])
