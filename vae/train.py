@@ -160,7 +160,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8
                 x = target = _batch_input(images, index, config, device)
             else:
                 noisy, clean, _ = training_pair(images[index], config, augmentation)
-                x, target = _to_input(noisy, config, device), _to_input(clean, config, device)
+                x = _to_input(noisy, config, device)
+                target = x if noisy is clean else _to_input(clean, config, device)  # flips only
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=precision or torch.float32,
                                 enabled=precision is not None):
