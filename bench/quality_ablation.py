@@ -8,7 +8,8 @@ moves detection on real fabric" table (not a test).
         --set train.denoise_probability=0.5 --set train.flip=horizontal --epochs 5
 
 ``--crops T`` trains a T-pixel model on 16 random T×T crops per training patch each epoch and
-scores 256-px patches tile by tile (how the figures in the README were first measured); without
+scores 256-px patches tile by tile, as the same weights in a tiled model (how the README's
+tile figures were measured); without
 it the config's own ``model.tile_size`` tiling is used, exactly as a search trains.
 Ends with ``ratio fabric-matched-auroc: X`` for the scorer that won on validation.
 """
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -32,10 +32,9 @@ from bench.real_quality import dra_auroc  # noqa: E402
 from vae.config import VAEConfig  # noqa: E402
 from vae.data import DataConfig, load_splits  # noqa: E402
 from vae.model import build_model  # noqa: E402
-from vae.pixels import to_model_input, to_unit  # noqa: E402
 from vae.score import image_auroc  # noqa: E402
 from vae.score.metrics import evaluate_scores  # noqa: E402
-from vae.score.scorers import candidates, pick_best, score_all, score_candidates  # noqa: E402
+from vae.score.scorers import candidates, pick_best, score_candidates  # noqa: E402
 from vae.train import make_optimizer, prepare_model, train_epoch  # noqa: E402
 
 
@@ -46,22 +45,14 @@ def _value(text: str):
         return text
 
 
-def crop_scores(model, images: np.ndarray, tile: int, configs) -> dict[str, np.ndarray]:
-    """Scores of whole patches reconstructed tile by tile by a tile-sized model."""
-    parts = {name: [] for name in configs}
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(images), 16):
-            x = to_model_input(torch.from_numpy(images[start:start + 16]),
-                               model.config.model.input_range)
-            columns = F.unfold(x, tile, stride=tile)  # (n, C·t², L)
-            tiles = columns.transpose(1, 2).reshape(-1, x.shape[1], tile, tile)
-            recon = model.reconstruct(tiles).float().reshape(len(x), -1, columns.shape[1])
-            recon = F.fold(recon.transpose(1, 2), x.shape[-2:], tile, stride=tile)
-            rng = model.config.model.input_range
-            for name, values in score_all(to_unit(x, rng), to_unit(recon, rng), configs).items():
-                parts[name].append(values)
-    return {name: torch.cat(v).numpy() for name, v in parts.items()}
+def as_tiled(model, patch_size: int):
+    """The crop-trained model as a tiled model of whole patches: a ``tile_size=T`` model at
+    ``patch_size`` has exactly the weights of an untiled ``T``-pixel one (vae.model)."""
+    config = model.config.with_overrides({"model.image_size": patch_size,
+                                          "model.tile_size": model.config.model.image_size})
+    tiled = build_model(config)
+    tiled.load_state_dict(model.state_dict())
+    return tiled
 
 
 def main() -> int:
@@ -98,11 +89,9 @@ def main() -> int:
     configs = candidates(config.score)
     test = splits.test
     if args.crops:
-        val = crop_scores(model, splits.val.images, args.crops, configs)
-        tested = crop_scores(model, test.images, args.crops, configs)
-    else:
-        val = score_candidates(model, splits.val.images, configs)
-        tested = score_candidates(model, test.images, configs)
+        model = as_tiled(model, splits.test.patch_size)
+    val = score_candidates(model, splits.val.images, configs)
+    tested = score_candidates(model, test.images, configs)
     val_auroc = {name: image_auroc(values, splits.val.labels) for name, values in val.items()}
     print(f"\n{json.dumps(overrides)}; {args.epochs} epochs, {train_s / 60:.1f} min")
     print("scorer                      val/auroc  fabric-matched  DRA")

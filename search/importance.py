@@ -3,11 +3,11 @@
 Optuna's fANOVA evaluator (Hutter, Hoos & Leyton-Brown 2014, "An Efficient Approach for
 Assessing Hyperparameter Importance": the variance of the objective, under a random forest
 fitted to the trials, that each parameter explains on its own), normalised so the main effects
-sum to 1: relative importances, not shares of the total variance (interactions are left out). fANOVA needs no
-particular sampler or quantile of good trials, so it also works for a search of a dozen random
-trials, where PED-ANOVA's top-quantile split would hold one or two. Importances sum to 1 over
-the parameters that every ranked trial has (``model.rank``, drawn only for low-rank
-covariances, drops out); the loss mix counts as one parameter.
+sum to 1 over the parameters every ranked trial has: relative importances, not shares of the
+total variance (interactions are left out; ``model.rank``, drawn only for low-rank covariances,
+drops out; the loss mix counts as one parameter). fANOVA needs no particular sampler or quantile
+of good trials, so it also works for a search of a dozen random trials, where PED-ANOVA's
+top-quantile split would hold one or two.
 """
 
 from __future__ import annotations

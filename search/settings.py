@@ -137,7 +137,7 @@ class SearchSettings:
             raise ConfigError(f"--space={self.space_file!r}: no such file")
         if self.train_stride is not None:
             try:
-                self.data_config()  # DataConfig owns the rule (1 <= train_stride <= stride)
+                self.data_config()  # DataConfig owns the rule (a divisor of the stride)
             except ConfigError as error:
                 raise ConfigError(f"--train-stride: {error}") from None
 
