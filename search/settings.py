@@ -69,6 +69,7 @@ class SearchSettings:
     max_epochs: int | None = None
     train_patches: int = 0  # > 0: train on a seeded random subset of this many patches
     train_stride: int | None = None  # None: the patch size (data.train_stride validates it)
+    resize: int | None = None  # None: the format's default (data.resize validates it)
     scheduler: str = "asha"
     grace_period: int | None = None  # None: a quarter of max_epochs (see GRACE_FRACTION)
     reduction_factor: float = 2.0
@@ -135,11 +136,12 @@ class SearchSettings:
                 raise ConfigError(str(error)) from None
         if self.space_file is not None and not Path(self.space_file).is_file():
             raise ConfigError(f"--space={self.space_file!r}: no such file")
-        if self.train_stride is not None:
-            try:
-                self.data_config()  # DataConfig owns the rule (a divisor of the stride)
-            except ConfigError as error:
-                raise ConfigError(f"--train-stride: {error}") from None
+        for flag, value in (("--train-stride", self.train_stride), ("--resize", self.resize)):
+            if value is not None:
+                try:
+                    self.data_config()  # DataConfig owns these rules
+                except ConfigError as error:
+                    raise ConfigError(f"{flag}: {error}") from None
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -151,13 +153,15 @@ class SearchSettings:
         if self.synthetic:
             full = self.image_size > SMALL_SYNTHETIC_HEIGHT  # the small set's strips are 64 high
             return DataConfig(format="synthetic", patch_size=self.image_size, synthetic_full=full,
-                              train_stride=self.train_stride)
+                              train_stride=self.train_stride, resize=self.resize)
         return DataConfig(format=self.data_format, root=str(Path(self.data_root).expanduser()),
-                          patch_size=self.image_size, train_stride=self.train_stride)
+                          patch_size=self.image_size, train_stride=self.train_stride,
+                          resize=self.resize)
 
     def base_config(self, in_channels: int = 1) -> dict[str, Any]:
         """Config keys every trial shares (Ray's ``param_space``; the space fills the rest)."""
         return {"model.image_size": self.image_size, "model.in_channels": in_channels,
+                "model.input_resize": self.data_config().resize,
                 "train.num_epochs": self.max_epochs, "train.seed": self.seed}
 
     def resolved(self) -> SearchSettings:

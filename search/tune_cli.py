@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--train-stride", type=int, default=None,
                       help="stride of the training patches only; below the patch size they "
                            "overlap (default: the patch size; val and test keep it)")
+    data.add_argument("--resize", type=int, default=None, metavar="N",
+                      help="resize every image to NxN before cutting patches; 0: native "
+                           "resolution (default: the patch size for --format folder, one patch "
+                           "per image as in anomalib; 0 for aitex)")
     budget = parser.add_argument_group("search")
     budget.add_argument("--num-samples", type=int, help="trials (default "
                         f"{SYNTHETIC_DEFAULTS['num_samples']} synthetic, "
@@ -107,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     fields = ("name", "data_root", "data_format", "image_size", "num_samples", "max_epochs",
-              "train_patches", "train_stride",
+              "train_patches", "train_stride", "resize",
               "scheduler", "grace_period", "reduction_factor", "search_alg", "space_file",
               "seed", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial",
               "max_failures", "keep_checkpoints", "address", "storage_path", "tracking",

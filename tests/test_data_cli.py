@@ -8,7 +8,7 @@ import pytest
 from search.cli import main
 from tests.support.aitex_fixture import write_aitex_fixture
 
-SUMMARY_KEYS = {"format", "root", "patch_size", "stride", "strips", "fabrics", "patches",
+SUMMARY_KEYS = {"format", "root", "patch_size", "stride", "resize", "strips", "fabrics", "patches",
                 "splits", "skipped", "notes", "cache"}
 
 
@@ -34,8 +34,8 @@ def test_check_json_has_the_documented_keys_and_values(aitex, capsys, tmp_path):
     assert set(report["splits"]) == {"train", "val", "test"}
     assert report["splits"]["val"] == {"strips": 2, "patches": 32, "anomalous": 16,
                                        "synthetic": 16}
-    assert len(report["skipped"]) == 8 and set(report["skipped"][0]) == {"file", "reason"}
-    assert set(report["notes"][0]) == {"file", "note"}
+    assert len(report["skipped"]) == 8 and set(report["skipped"][0]) == {"file", "reason", "kind"}
+    assert set(report["notes"][0]) == {"file", "note", "kind"}
     assert report["cache"]["hit"] is False
 
 
@@ -48,7 +48,8 @@ def test_check_table_lists_fabrics_splits_and_skipped_files(aitex, capsys, tmp_p
     lines = out.splitlines()
     assert any(line.split() == ["01", "9", "1"] for line in lines)
     assert any(line.split() == ["train", "11", "88", "0", "0"] for line in lines)
-    assert "  Defect_images/0107_030_00.png: empty file (0 bytes)" in lines
+    assert "  1 x empty file (0 bytes)" in lines  # one line per kind, then its files
+    assert "      Defect_images/0107_030_00.png: empty file (0 bytes)" in lines
     assert "cache     hit: " in out
 
 

@@ -164,9 +164,9 @@ def test_folder_layout(tmp_path):
     save(mask_from([(0, 5, 0, 5)], width=64)[:, :64].repeat(2, 0),
          root / "ground_truth/hole/000_mask.png")
     save(texture(rng, 64, 64), root / "test/hole/001.png")  # no mask: skipped
-    patches, summary = load_catalog(_config(root, format="folder"))
+    patches, summary = load_catalog(_config(root, format="folder", resize=0))
     assert summary.strips == {"normal": 4, "defective": 1}
-    assert len(patches) == 5 * 4 and patches.labels.sum() == 1
+    assert len(patches) == 5 * 4 and patches.labels.sum() == 1  # native: 4 patches per image
     assert set(patches.fabric) == {"carpet"}
     assert [s["file"] for s in summary.skipped] == ["test/hole/001.png"]
     hints = {s.strip: s.split_hint for s in patches.strips}
@@ -184,7 +184,8 @@ def test_unreadable_mask_skips_its_strip_and_16_bit_images_are_scaled(tmp_path):
     patches, summary = load_catalog(_config(tmp_path))
     assert summary.skipped == [{"file": "Defect_images/0003_002_00.png",
                                 "reason": "its mask Mask_images/0003_002_00_mask.png is "
-                                          "unreadable: empty file (0 bytes)"}]
+                                          "unreadable: empty file (0 bytes)",
+                                "kind": "its mask is unreadable"}]
     rows = np.flatnonzero(np.char.endswith(patches.strip, "0002_000_00"))
     assert np.array_equal(np.concatenate(patches.images[rows, 0], axis=1), wide // 257)
     assert ("NODefect_images/r/0002_000_00.png", "converted from mode I;16") in {

@@ -43,9 +43,9 @@ def test_a_version_1_model_folder_loads_and_scores_identically(tmp_path):
 def test_an_unknown_format_version_is_refused_naming_the_readable_ones(tmp_path):
     folder = vae.save(make_model(tiny_config(), seed=0), tmp_path / "m")
     document = json.loads((folder / CONFIG_FILE).read_text())
-    document["format_version"] = 3
+    document["format_version"] = 4
     (folder / CONFIG_FILE).write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=r"format_version 3 is not supported.*\[1, 2\]"):
+    with pytest.raises(ValueError, match=r"format_version 4 is not supported.*\[1, 2, 3\]"):
         vae.load(folder)
 
 

@@ -143,3 +143,29 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_last_checkpoint(local_r
     assert [r["resumed_from_epoch"] for r in rows] == [0, 0, 2, 2]  # restarted at epoch 2's
     assert rows[2]["pid"] != killer.killed_pid  # a new worker process
     assert outcome.summary.winner is not None
+
+
+def test_a_search_on_a_folder_set_of_many_sizes_stores_its_resize_with_the_model(local_ray,
+                                                                                  tmp_path):
+    from tests.support.folder_fixture import PATCH, write_folder_set
+    from vae.data.resize import resize_image
+    from vae.score.inputs import files_source
+    from vae.score.run import score_source
+
+    folder = write_folder_set(tmp_path / "fabric")
+    outcome = launcher.search(_settings(tmp_path, "folder", data_root=str(folder.root),
+                                        data_format="folder", image_size=PATCH, num_samples=1,
+                                        max_epochs=1, train_patches=0))
+    assert outcome.results.num_errors == 0
+    assert outcome.prepared.splits.summary.resize == PATCH
+    checkpoint = outcome.summary.winner.checkpoint_path
+    model = vae.load(checkpoint)
+    assert model.config.model.input_resize == PATCH
+    # A new image of yet another size is resized exactly as the trial's data was.
+    image = folder.root / "test/good/001.png"
+    report = score_source(model, files_source([image], channels=1), tmp_path / "scored")
+    assert report.images == 1 and report.patches == 1
+    item = next(files_source([image], channels=1).items)
+    expected, _ = score_patches(model, resize_image(item.image, PATCH)[None], keep_maps=False)
+    row = (tmp_path / "scored" / "scores.csv").read_text().splitlines()[1].split(",")
+    assert float(row[4]) == pytest.approx(float(expected[0]), rel=1e-6)

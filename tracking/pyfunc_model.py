@@ -8,7 +8,10 @@ code, so a fresh environment with the pip requirements can load and serve it.
 
 ``predict`` input: an image array ``(N, H, W)`` or ``(N, C, H, W)``, uint8 0..255 or any
 integer type within 0..255 (JSON from ``mlflow models serve`` arrives as int64), or float in
-[0, 1]. Output: ``(N,)`` float32 patch anomaly scores, exactly ``vae.score``'s. With
+[0, 1]. A model trained on resized images (``model.input_resize``, e.g. a folder data set)
+takes images of any one size and resizes them as its training data was; an image larger than
+one patch then scores as its highest patch (rejected when any patch is), as ``aitexvae score``
+cuts it. Output: ``(N,)`` float32 anomaly scores, exactly ``vae.score``'s. With
 ``params={"decisions": True}`` a dict adds ``decision`` (True = reject) and ``threshold``.
 """
 
@@ -61,8 +64,12 @@ class AitexVAEScorer(PythonModel):
     def predict(self, context, model_input, params=None):
         from vae.score import score_patches
 
-        images = to_uint8_images(model_input, self.model.config.model.in_channels)
-        scores, _ = score_patches(self.model, images, keep_maps=False)
+        config = self.model.config.model
+        images = to_uint8_images(model_input, config.in_channels)
+        if config.input_resize:
+            scores = self._score_resized(images, config.input_resize, config.image_size)
+        else:
+            scores, _ = score_patches(self.model, images, keep_maps=False)
         if not (params or {}).get("decisions"):
             return scores
         if self.calibration is None:
@@ -70,6 +77,19 @@ class AitexVAEScorer(PythonModel):
                              "need a threshold")
         return {"score": scores.tolist(), "decision": self.calibration.decide(scores).tolist(),
                 "threshold": self.calibration.threshold}
+
+    def _score_resized(self, images: np.ndarray, resize: int, patch_size: int) -> np.ndarray:
+        from vae.data.patches import cut
+        from vae.data.resize import resize_image
+        from vae.score import score_patches
+
+        resized = np.stack([resize_image(image, resize) for image in images])
+        if resize == patch_size:
+            return score_patches(self.model, resized, keep_maps=False)[0]
+        no_mask = np.zeros((resize, resize), dtype=bool)
+        patches = [cut(image, no_mask, patch_size, patch_size)[0] for image in resized]
+        scores, _ = score_patches(self.model, np.concatenate(patches), keep_maps=False)
+        return scores.reshape(len(images), -1).max(axis=1)
 
 
 mlflow.models.set_model(AitexVAEScorer())

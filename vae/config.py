@@ -21,6 +21,7 @@ COVARIANCES = ("diagonal", "full", "lowrank")
 # and Checkerboard Artifacts"), which can draw fine weave without a periodic grid.
 DECODERS = ("transposed", "resize")
 FLIPS = ("none", "horizontal", "both")
+MAX_RESIZE = 4096  # largest side an image may be resized to (data.resize, model.input_resize)
 # Pixel range the model sees; it follows the output activation so that a reconstruction can
 # reach every input value (tanh cannot produce 0..1 only, sigmoid cannot produce -1).
 INPUT_RANGES = {"sigmoid": "unit", "relu": "unit", "none": "unit", "tanh": "symmetric"}
@@ -52,6 +53,15 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> N
         raise ConfigError(f"{name}={value!r} is invalid; allowed: an integer {allowed}")
 
 
+def check_resize(name: str, value: object, patch_size: int) -> None:
+    """The resize rule (data.resize, model.input_resize, score's --resize): 0 or >= a patch."""
+    if isinstance(value, bool) or not isinstance(value, int) or (
+            value != 0 and not patch_size <= value <= MAX_RESIZE):
+        raise ConfigError(f"{name}={value!r} is invalid; allowed: 0 (native resolution) or an "
+                          f"integer in [{patch_size}, {MAX_RESIZE}] (at least one "
+                          f"{patch_size}x{patch_size} patch)")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of the AitexVAE: encoder 4× stride-2 convs, posterior head, decoder."""
@@ -73,6 +83,11 @@ class ModelConfig:
     # A tile at least as large as the image is the whole image (so one search space serves
     # 64-px synthetic and 256-px real patches).
     tile_size: int = 0
+    # The data's ``resize`` (vae.data.config.DataConfig.resize), kept with the model like
+    # image_size and in_channels: an image is resized to input_resize² before it is cut into
+    # image_size² patches (0: native resolution), so `aitexvae score` and the pyfunc prepare
+    # new images exactly as the trial's data was prepared.
+    input_resize: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
@@ -95,6 +110,7 @@ class ModelConfig:
             raise ConfigError(f"model.tile_size={self.tile_size!r} is invalid; allowed: 0 (the "
                               "whole patch) or a multiple of 16 that is >= 32 and divides "
                               f"model.image_size={self.image_size} (or is >= it: one tile)")
+        check_resize("model.input_resize", self.input_resize, self.image_size)
         if self.covariance == "lowrank" and self.rank >= self.latent_dim:
             raise ConfigError(f"model.rank={self.rank} must be < model.latent_dim="
                               f"{self.latent_dim} for a low-rank covariance (use covariance="

@@ -26,8 +26,9 @@ OPTIMIZER_FILE = "optimizer.pt"
 # Version 2 added config keys (model.decoder, model.decoder_width, model.tile_size,
 # train.denoise_probability, train.flip, score.normalize, score.select). Their defaults are
 # exactly what version 1 did, so a version-1 folder loads as it is and scores identically.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# Version 3 added model.input_resize (default 0: native resolution, what versions 1-2 did).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 

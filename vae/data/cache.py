@@ -2,7 +2,7 @@
 
 Key: SHA-256 of the cache format version, the resolved root, every file the scan looked at as
 ``(relative path, size, mtime_ns)``, and the settings that change the decoded pixels
-(patch_size, stride, channels, mask_threshold, max_image_pixels). Stat data, not a content
+(patch_size, stride, resize, channels, mask_threshold, max_image_pixels). Stat data, not a content
 hash: checking a cache must cost far less than decoding (hashing a full AITEX set reads
 ~250 MB on every trial), and any rewrite, copy without ``-p``, addition or removal of a file
 changes size or mtime. A file replaced in place by one of equal size *and* equal mtime_ns
@@ -47,6 +47,8 @@ def entry_name(scan: Scan, config: DataConfig) -> str:
                 "stride": config.catalog_stride, "channels": config.channels,
                 "mask_threshold": config.mask_threshold,
                 "max_image_pixels": config.max_image_pixels}
+    if config.resize:  # only when set, so entries cut at native resolution keep their key
+        settings["resize"] = config.resize
     files = []
     for path in scan.files:
         stat = path.stat()

@@ -24,7 +24,8 @@ PROGRESS_SECONDS = 5.0
 
 def build_catalog(scan: Scan, config: DataConfig) -> tuple[PatchSet, DataSummary]:
     summary = DataSummary(format=config.format, root=str(scan.root),
-                          patch_size=config.patch_size, stride=config.catalog_stride)
+                          patch_size=config.patch_size, stride=config.catalog_stride,
+                          resize=config.resize)
     for issue in scan.skipped:
         logger.warning("skipping %s: %s", issue.file, issue.reason)
         summary.skip(issue)
@@ -57,6 +58,9 @@ def build_catalog(scan: Scan, config: DataConfig) -> tuple[PatchSet, DataSummary
         if now - last_log > PROGRESS_SECONDS or number == len(scan.sources):
             logger.info("decoded %d/%d strips (%.1f s)", number, len(scan.sources), now - started)
             last_log = now
+    hint = summary.include_hint()
+    if hint:
+        logger.warning("%s", hint)
     if not strips:
         return PatchSet.empty(config.patch_size, config.channels), summary
     masks = np.concatenate(parts["masks"])

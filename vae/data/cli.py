@@ -34,10 +34,13 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def check_config(args: argparse.Namespace) -> DataConfig:
     data_format = args.format or ("synthetic" if args.data_root is None else "aitex")
-    patch_size = args.patch_size or (SMALL_SYNTHETIC_HEIGHT if data_format == "synthetic"
-                                     and not args.full else 256)
+    patch_size = args.patch_size
+    if patch_size is None:  # not `or`: --patch-size 0 is an error, not the default
+        patch_size = SMALL_SYNTHETIC_HEIGHT if data_format == "synthetic" and not args.full \
+            else 256
     return DataConfig(format=data_format, root=args.data_root, patch_size=patch_size,
-                      stride=args.stride, seed=args.seed, synthetic_full=args.full,
+                      stride=args.stride, resize=args.resize, seed=args.seed,
+                      synthetic_full=args.full,
                       cache=not args.no_cache, cache_dir=args.cache_dir)
 
 
@@ -73,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--patch-size", type=int, default=None,
                        help="patch side in pixels (default 256; 64 for the small synthetic set)")
     check.add_argument("--stride", type=int, default=None, help="default: the patch size")
+    check.add_argument("--resize", type=int, default=None, metavar="N",
+                       help="resize every image to NxN before cutting patches; 0: native "
+                            "resolution (default: the patch size for --format folder, 0 else)")
     check.add_argument("--seed", type=int, default=0, help="split seed")
     check.add_argument("--full", action="store_true",
                        help="with the embedded synthetic set: its AITEX-sized version")

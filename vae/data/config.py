@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vae.config import ConfigError
+from vae.config import ConfigError, check_resize
 
 FORMATS = ("synthetic", "aitex", "folder")
 SMALL_SYNTHETIC_HEIGHT = 64  # strip height of the small embedded synthetic set
@@ -33,6 +33,11 @@ def _check_fraction(name: str, value: object, high: float) -> None:
         raise ConfigError(f"data.{name}={value!r} is out of range; allowed [0, {high})")
 
 
+def default_resize(data_format: str, patch_size: int) -> int:
+    """``data.resize`` when none is given: see ``DataConfig.resize``."""
+    return patch_size if data_format == "folder" else 0
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Every data knob with its default; validated on construction, strict ``from_dict``."""
@@ -44,6 +49,12 @@ class DataConfig:
     # Stride of the *training* patches only (val and test keep ``stride``): below it, training
     # sees overlapping patches, i.e. the weave at more phases. None → ``stride``.
     train_stride: int | None = None
+    # Resize every image (and its mask) to resize×resize before cutting patches: 0 = native
+    # resolution; None = the format's default, resolved on construction: ``patch_size`` for
+    # ``folder`` (one patch per image, the MVTec/anomalib convention: such sets bring images of
+    # many sizes, often smaller than a patch) and 0 for AITEX and the synthetic set (strips are
+    # patched natively; a few-pixel defect would not survive a 16x shrink). See vae.data.resize.
+    resize: int | None = None
     channels: int = 1  # 1: gray (RGB is converted), 3: RGB (gray is replicated)
     mask_threshold: int = 127  # AITEX masks are soft-edged: a pixel is a defect if value > this
     min_defect_pixels: int = 1  # a patch is anomalous when it holds at least this many
@@ -75,6 +86,9 @@ class DataConfig:
             # val/test patches are picked out of the finer cut; only a divisor keeps them all.
             raise ConfigError(f"data.train_stride={self.train_stride} is invalid; allowed: a "
                               f"divisor of data.stride={self.stride} (e.g. {self.stride // 2})")
+        if self.resize is None:
+            object.__setattr__(self, "resize", default_resize(self.format, self.patch_size))
+        check_resize("data.resize", self.resize, self.patch_size)
         if self.channels not in (1, 3) or isinstance(self.channels, bool):
             raise ConfigError(f"data.channels={self.channels!r} is invalid; allowed: 1 or 3")
         _check_int("mask_threshold", self.mask_threshold, 0, 254)
@@ -124,4 +138,7 @@ class DataConfig:
         if ("stride" in changes or values["stride"] is None) and "train_stride" not in changes \
                 and self.train_stride == self.stride:
             values["train_stride"] = None  # ... and a default training stride follows both
+        if ("patch_size" in changes or "format" in changes) and "resize" not in changes \
+                and self.resize == default_resize(self.format, self.patch_size):
+            values["resize"] = None  # ... and so does a default resize
         return self.from_dict({**values, **changes})

@@ -22,6 +22,7 @@ from torch import nn
 import vae
 from vae.config import ConfigError
 from vae.data.errors import DataError
+from vae.data.summary import skip_lines
 from vae.score.calibration import CALIBRATION_FILE, Calibration
 from vae.score.inputs import DATA_FORMATS, dataset_source, files_source
 from vae.train import select_device
@@ -87,15 +88,13 @@ def run_score(args: argparse.Namespace, load_model: ModelLoader) -> int:
     try:
         device = _device(args.device)
         if args.images:
-            source = files_source(args.images, patch_size=config.image_size,
-                                  channels=config.in_channels)
+            source = files_source(args.images, channels=config.in_channels)
         else:
-            source = dataset_source(args.data_root, args.format, patch_size=config.image_size,
-                                    channels=config.in_channels, stride=args.stride)
+            source = dataset_source(args.data_root, args.format, channels=config.in_channels)
         threshold = _threshold(args, model)
         report = score_source(model, source, args.out, threshold=threshold,
                               batch_size=args.batch_size, device=device,
-                              stride=args.stride, max_overlays=args.overlays,
+                              stride=args.stride, resize=args.resize, max_overlays=args.overlays,
                               model_name=args.model)
     except (ConfigError, DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -107,9 +106,8 @@ def run_score(args: argparse.Namespace, load_model: ModelLoader) -> int:
         print("  " + ", ".join(f"{k} {report.metrics[k]:.4f}" for k in keys
                                if k in report.metrics))
     if report.skipped:
-        print(f"skipped {len(report.skipped)} file(s):")
-        for issue in report.skipped:
-            print(f"  {issue.file}: {issue.reason}")
+        print(f"skipped {len(report.skipped)} file(s) (all in summary.json):")
+        print("\n".join(skip_lines(report.to_dict()["skipped"])))
     if report.images == 0:
         print("error: no image could be scored (see the skipped files above)", file=sys.stderr)
         return 2
@@ -150,6 +148,9 @@ def register(subparsers: argparse._SubParsersAction,
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--stride", type=_int_at_least(1), default=None,
                         help="patch stride in pixels (default: the patch size)")
+    parser.add_argument("--resize", type=_int_at_least(0), default=None, metavar="N",
+                        help="resize every image to NxN before cutting patches; 0: native "
+                             "(default: as the model's training data, model.input_resize)")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=64)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     parser.add_argument("--threshold", type=float, default=None,

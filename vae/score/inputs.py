@@ -4,7 +4,9 @@ A data set is read exactly as a search reads it (``vae.data``'s scan and strip r
 conversions, mask thresholding and skip rules), one strip at a time so memory stays bounded.
 Loose files go through the same decoder; as nothing says a conversion is intended, a file whose
 colour channels differ from the model's (RGB for a gray model, or the reverse) is skipped with
-a message rather than silently converted. An image smaller than one patch is skipped too.
+a message rather than silently converted. Images are yielded at native resolution: the
+scoring run resizes them as the model's data was (``model.input_resize``) and skips those that
+are then still smaller than one patch.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from vae.data.config import DataConfig
 from vae.data.decode import UnreadableImage, read_array
 from vae.data.errors import DataError
 from vae.data.layouts import Issue, scan
-from vae.data.readers import read_strip
+from vae.data.readers import decode_strip
 
 DATA_FORMATS = ("aitex", "folder")
 # Pillow modes whose colour is one band (alpha aside): AITEX's LA strips count as gray.
@@ -48,23 +50,21 @@ class Source:
     labelled: bool = True
 
 
-def dataset_source(root: str | Path, data_format: str, *, patch_size: int, channels: int,
-                   stride: int | None = None) -> Source:
+def dataset_source(root: str | Path, data_format: str, *, channels: int) -> Source:
     """Every strip under ``root`` (``aitex`` or ``folder`` layout), labelled from its masks.
 
     Raises ``vae.data.errors.LayoutError`` (with the expected layout) for a wrong root.
     """
     if data_format not in DATA_FORMATS:
         raise ValueError(f"unknown data format {data_format!r}; choose one of {list(DATA_FORMATS)}")
-    config = DataConfig(format=data_format, root=str(root), patch_size=patch_size,
-                        stride=stride, channels=channels, cache=False)
+    config = DataConfig(format=data_format, root=str(root), channels=channels, cache=False)
     listing = scan(Path(root), data_format)
     notes = list(listing.notes)
 
     def items() -> Iterator[Item | Issue]:
         for strip_source in listing.sources:
             try:
-                strip = read_strip(listing, strip_source, config)
+                strip = decode_strip(listing, strip_source, config)
             except DataError as error:  # e.g. a mask whose size differs from its image
                 yield Issue(listing.rel(strip_source.image), str(error))
                 continue
@@ -79,7 +79,7 @@ def dataset_source(root: str | Path, data_format: str, *, patch_size: int, chann
                   notes=notes)
 
 
-def read_image_file(path: str | Path, *, patch_size: int, channels: int,
+def read_image_file(path: str | Path, *, channels: int,
                     max_pixels: int = DataConfig.max_image_pixels) -> Item | Issue:
     """One loose image file → an unlabelled ``Item``, or an ``Issue`` saying why it is skipped."""
     name = str(path)
@@ -93,15 +93,11 @@ def read_image_file(path: str | Path, *, patch_size: int, channels: int,
         return Issue(name, f"has {file_channels} colour channel(s) (mode {mode}) but the model "
                            f"was trained on {channels}; allowed: {channels}-channel images "
                            "(convert the file first)")
-    height, width = array.shape[:2]
-    if height < patch_size or width < patch_size:
-        return Issue(name, f"image {width}x{height} is smaller than one {patch_size}x{patch_size} "
-                           "patch")
     chw = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return Item(file=name, image=np.ascontiguousarray(chw), mask=None)
 
 
-def files_source(paths: Sequence[str | Path], *, patch_size: int, channels: int) -> Source:
+def files_source(paths: Sequence[str | Path], *, channels: int) -> Source:
     """Loose image files (any format Pillow reads), unlabelled, in the order given."""
-    items = (read_image_file(p, patch_size=patch_size, channels=channels) for p in paths)
+    items = (read_image_file(p, channels=channels) for p in paths)
     return Source(total=len(paths), items=items, labelled=False)

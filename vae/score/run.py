@@ -1,6 +1,8 @@
 """Score a set of images end to end: ``scores.csv``, ``metrics.json``, overlays, ``summary.json``.
 
-Images stream through one at a time (a strip is cut into patches, patches of several strips are
+Images stream through one at a time, resized first when the model's data was
+(``model.input_resize``, or ``resize=`` to override; maps are resized back, so pixel metrics
+and overlays are at the original size and compare with the original mask). Images (a strip is cut into patches, patches of several strips are
 scored together so a GPU sees full batches), so memory stays bounded on a full AITEX set. Pixel
 metrics are computed on the stitched strip maps (a defect cut by a patch border stays one region).
 Only the ``max_overlays`` most interesting strips are kept for pictures: defective ones first,
@@ -24,8 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from vae.config import check_resize
 from vae.data.layouts import Issue
 from vae.data.patches import cut, labels_from_masks
+from vae.data.readers import TOO_SMALL, size_issue
+from vae.data.resize import resize_image, resize_map, resize_mask
 from vae.score.calibration import decide
 from vae.score.inputs import Item, Source
 from vae.score.maps import score_patches
@@ -59,13 +64,17 @@ class ScoreReport:
     model: str | None = None
     score_config: dict[str, Any] = field(default_factory=dict)
     nonfinite: int = 0  # patches whose score is NaN/inf: rejected, never accepted
+    resize: int = 0  # images were resized to resize² before patching (0: native)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "score_config": self.score_config,
                 "images": self.images, "patches": self.patches, "threshold": self.threshold,
                 "nonfinite_scores": self.nonfinite,
-                "skipped": [{"file": i.file, "reason": i.reason} for i in self.skipped],
-                "notes": [{"file": i.file, "note": i.reason} for i in self.notes],
+                "resize": self.resize,
+                "skipped": [{"file": i.file, "reason": i.reason, "kind": i.group}
+                            for i in self.skipped],
+                "notes": [{"file": i.file, "note": i.reason, "kind": i.group}
+                          for i in self.notes],
                 "files": {"scores": SCORES_FILE,
                           "metrics": METRICS_FILE if self.metrics is not None else None,
                           "overlays": self.overlays}}
@@ -91,6 +100,7 @@ class _Cut:
     labels: np.ndarray | None
     xs: np.ndarray
     ys: np.ndarray
+    shape: tuple[int, int]  # (H, W) the patches were cut from (after resizing)
 
 
 class _Run:
@@ -131,7 +141,8 @@ class _Run:
         self.scores.append(scores)
         self.files.append(np.full(len(scores), item.file, dtype=object))
         self.fabrics.append(np.full(len(scores), item.fabric, dtype=object))
-        strip_map = stitch(maps, part.xs, part.ys, item.image.shape[1:])
+        strip_map = stitch(maps, part.xs, part.ys, part.shape)
+        strip_map = resize_map(strip_map, *item.image.shape[1:])  # back to the original size
         if part.labels is not None:
             self.labels.append(part.labels)
             self.pixels.add(strip_map, item.mask)
@@ -156,11 +167,29 @@ class _Run:
         return names
 
 
+def _cut(item: Item, patch_size: int, stride: int, resize: int, min_defect_pixels: int
+         ) -> _Cut | Issue:
+    """The item's patches (of the resized image when ``resize``), or why it has none."""
+    image = resize_image(item.image, resize) if resize else item.image
+    mask = item.mask if item.mask is not None else np.zeros(item.image.shape[1:], dtype=bool)
+    if resize:
+        mask = resize_mask(mask, resize)
+    height, width = mask.shape
+    issue = size_issue(item.file, width, height, patch_size, stride)
+    if issue is not None and issue.kind == TOO_SMALL:
+        return Issue(item.file, f"{issue.reason}; --resize {patch_size} would include it",
+                     kind=TOO_SMALL)
+    patches, masks, xs, ys = cut(image, mask, patch_size, stride)
+    labels = None if item.mask is None else labels_from_masks(
+        masks.reshape(len(masks), -1).sum(1), min_defect_pixels)
+    return _Cut(item, patches, labels, xs, ys, (height, width))
+
+
 def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                  threshold: float | None = None, batch_size: int = 64,
                  device: torch.device | str | None = None, stride: int | None = None,
-                 min_defect_pixels: int = 1, max_overlays: int = 20,
-                 model_name: str | None = None) -> ScoreReport:
+                 resize: int | None = None, min_defect_pixels: int = 1,
+                 max_overlays: int = 20, model_name: str | None = None) -> ScoreReport:
     """Score every image of ``source`` with ``model`` (its own ``config.score``) into ``out_dir``.
 
     ``threshold`` (e.g. from the model's ``calibration.json``) fills the ``decision`` column
@@ -173,8 +202,17 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
     if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= patch_size:
         raise ValueError(f"stride={stride!r} is invalid; allowed: an integer in [1, {patch_size}] "
                          "(a larger stride would leave pixels unscored)")
+    trained_resize = model.config.model.input_resize
+    if resize is None:
+        resize = trained_resize
+    check_resize("resize", resize, patch_size)
+    if resize != trained_resize:
+        logger.warning("scoring with resize %d but the model was trained on data resized to %d "
+                       "(0 = native): its calibration threshold may not fit these scores",
+                       resize, trained_resize)
     report = ScoreReport(out_dir=out, skipped=list(source.skipped), threshold=threshold,
-                         model=model_name, score_config=asdict(model.config.score))
+                         model=model_name, score_config=asdict(model.config.score),
+                         resize=resize)
     started = last_log = time.monotonic()
     with open(out / SCORES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -183,18 +221,15 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                    device=device, max_overlays=max_overlays)
         pending: list[_Cut] = []
         for number, entry in enumerate(source.items, start=1):
-            if isinstance(entry, Issue):
-                logger.warning("skipping %s: %s", entry.file, entry.reason)
-                report.skipped.append(entry)
+            part = entry if isinstance(entry, Issue) else \
+                _cut(entry, patch_size, stride, resize, min_defect_pixels)
+            if isinstance(part, Issue):
+                logger.warning("skipping %s: %s", part.file, part.reason)
+                report.skipped.append(part)
             else:
-                mask = entry.mask if entry.mask is not None else \
-                    np.zeros(entry.image.shape[1:], dtype=bool)
-                patches, masks, xs, ys = cut(entry.image, mask, patch_size, stride)
-                labels = None if entry.mask is None else labels_from_masks(
-                    masks.reshape(len(masks), -1).sum(1), min_defect_pixels)
-                pending.append(_Cut(entry, patches, labels, xs, ys))
+                pending.append(part)
                 report.images += 1
-                report.patches += len(patches)
+                report.patches += len(part.patches)
                 if sum(len(c.patches) for c in pending) >= batch_size:
                     run.flush(pending)
             now = time.monotonic()
