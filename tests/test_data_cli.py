@@ -73,3 +73,14 @@ def test_synth_writes_a_set_that_check_reads(tmp_path, capsys):
     code, out, _ = _check(["--data-root", str(tmp_path / "set"), "--patch-size", "64", "--json"],
                           capsys, tmp_path)
     assert code == 0 and json.loads(out)["strips"] == {"normal": 40, "defective": 16}
+
+
+def test_check_on_the_output_of_synth_says_which_patch_size_fits_it(capsys, tmp_path):
+    assert main(["data", "synth", "--out", str(tmp_path / "set")]) == 0
+    capsys.readouterr()
+    code, _, err = _check(["--data-root", str(tmp_path / "set")], capsys, tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "56 x smaller than one patch" in err and "--patch-size 64" in err
+    code, out, _ = _check(["--data-root", str(tmp_path / "set"), "--patch-size", "64"], capsys,
+                          tmp_path)
+    assert code == 0 and "strips    normal 40, defective 16" in out

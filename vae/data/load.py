@@ -18,7 +18,7 @@ from vae.data.home import default_cache_dir, ensure_synthetic
 from vae.data.layouts import scan
 from vae.data.patchset import PatchSet
 from vae.data.splits import Splits, make_splits
-from vae.data.summary import DataSummary
+from vae.data.summary import DataSummary, by_kind
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,13 @@ def load_splits(config: DataConfig) -> Splits:
     """Train / val / test patch sets and a summary for ``config`` (see ``vae.data.splits``)."""
     catalog, summary = load_catalog(config)
     if not len(catalog):
-        reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in summary.skipped[:5])
+        kinds = ", ".join(f"{len(entries)} x {kind}"
+                          for kind, entries in by_kind(summary.skipped).items())
+        hint = summary.include_hint()
         raise DataError(f"no usable patches under {summary.root!r} (format {config.format}, "
                         f"patch_size {config.patch_size}); {len(summary.skipped)} file(s) "
-                        f"skipped{': ' + reasons if reasons else ''}")
+                        f"skipped{' (' + kinds + ')' if kinds else ''}"
+                        f"{'; hint: ' + hint if hint else ''}")
     splits = make_splits(catalog, summary, config)
     if not len(splits.train):
         raise DataError(f"no defect-free training strips under {summary.root!r}; the search "

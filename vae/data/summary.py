@@ -86,7 +86,7 @@ class DataSummary:
         if hint:
             lines.append(f"  hint: {hint}")
         lines.append(f"notes     {len(self.notes)} remark(s)")
-        lines += [f"  {len(entries)} x {kind}" for kind, entries in _by_kind(self.notes).items()]
+        lines += [f"  {len(entries)} x {kind}" for kind, entries in by_kind(self.notes).items()]
         lines.append(f"cache     {'hit' if self.cache.get('hit') else 'built'}: "
                      f"{self.cache.get('path') or 'disabled'}")
         return "\n".join(lines)
@@ -97,15 +97,20 @@ class DataSummary:
         if not small:
             return None
         size = self.patch_size
-        return (f"{small} image(s) smaller than one {size}x{size} patch were skipped: "
-                f"--resize {size} resizes every image to {size}x{size} (one patch each; the "
-                "folder format's default), or a smaller --patch-size cuts them natively")
+        if self.format == "folder":
+            return (f"{small} image(s) smaller than one {size}x{size} patch were skipped: "
+                    f"--resize {size} resizes every image to {size}x{size} (one patch each; the "
+                    "folder format's default), or a smaller --patch-size cuts them natively")
+        # Strips are patched natively: a smaller patch keeps their scale, a resize would not.
+        return (f"{small} image(s) smaller than one {size}x{size} patch were skipped: give a "
+                "--patch-size no larger than their height (the small synthetic set's strips "
+                "are 64 px high: --patch-size 64), or --resize to rescale them")
 
 
 def skip_lines(skipped: list[dict[str, str]], examples: int = EXAMPLES_PER_KIND) -> list[str]:
     """One line per kind of skip with a count, then up to ``examples`` of its files."""
     lines = []
-    for kind, entries in _by_kind(skipped).items():
+    for kind, entries in by_kind(skipped).items():
         lines.append(f"  {len(entries)} x {kind}")
         lines += [f"      {s['file']}: {s['reason']}" for s in entries[:examples]]
         if len(entries) > examples:
@@ -113,7 +118,7 @@ def skip_lines(skipped: list[dict[str, str]], examples: int = EXAMPLES_PER_KIND)
     return lines
 
 
-def _by_kind(entries: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+def by_kind(entries: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
     """Entries grouped by kind, largest group first (old caches' entries have no kind)."""
     groups: dict[str, list[dict[str, str]]] = {}
     for entry in entries:
