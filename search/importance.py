@@ -86,8 +86,8 @@ def param_importances(trials: Sequence[tuple[Mapping[str, Any], float]],
 
 
 def search_importances(summary: Any, searched: Sequence[str]) -> dict[str, float]:
-    """Importances over a ``search.report.SearchSummary``'s ranked trials (best ``val/auroc``)."""
-    pairs = [(t.config, t.best_auroc) for t in summary.trials if t.ranked]
+    """Importances over a ``search.report.SearchSummary``'s ranked trials (best objective)."""
+    pairs = [(t.config, t.best_objective) for t in summary.trials if t.ranked]
     try:
         return param_importances(pairs, searched)
     except Exception as error:  # a summary nicety: never fail the end of a search over it

@@ -22,6 +22,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from search import cluster
 from search.importance import search_importances
+from search.objective import ObjectiveError
+from search.objective import resolve as resolve_objective
 from search.report import SearchSummary, summarize
 from search.searcher import SpaceSearcher, make_sampler
 from search.settings import RUNTIME_FIELDS, SETTINGS_FILE, SearchSettings
@@ -57,6 +59,7 @@ class PreparedSearch:
     cluster: cluster.ClusterInfo
     started_ray: bool = False
     gpus_per_trial: float = 0.0
+    objective: str = "synthetic"  # resolved: search.objective.resolve
 
     @property
     def searched_keys(self) -> list[str]:
@@ -105,7 +108,8 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
         if not len(splits.val) or len(set(splits.val.labels.tolist())) < 2:
             raise SearchError(f"the validation split has {len(splits.val)} patches; val/auroc "
                               "needs held-out normal patches (give more defect-free strips)")
-    except (SpaceError, ConfigError, DataError) as error:
+        objective = resolve_objective(settings.objective, splits.has_real_val)
+    except (SpaceError, ConfigError, DataError, ObjectiveError) as error:
         raise SearchError(str(error)) from None
     try:
         info, started = cluster.connect(settings.address)
@@ -118,7 +122,10 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
         if started:
             ray.shutdown()
         raise SearchError(str(error)) from None
-    return PreparedSearch(settings, space, splits, experiment_path, resume, info, started, gpus)
+    if objective != "synthetic" or splits.has_real_val:
+        log.info("ranking trials by %s: %s", keys.OBJECTIVE, objective)
+    return PreparedSearch(settings, space, splits, experiment_path, resume, info, started, gpus,
+                          objective)
 
 
 def _saved_settings(experiment_path: str, given: SearchSettings) -> SearchSettings:
@@ -132,7 +139,8 @@ def _saved_settings(experiment_path: str, given: SearchSettings) -> SearchSettin
 
 def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
     settings = prepared.settings
-    data = TrialData.from_splits(prepared.splits, settings.train_patches, settings.seed)
+    data = TrialData.from_splits(prepared.splits, settings.train_patches, settings.seed,
+                                 prepared.objective)
     trainable = tune.with_parameters(train_vae, data=data)
     trainable = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial,
                                                 "gpu": prepared.gpus_per_trial})

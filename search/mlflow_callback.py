@@ -194,6 +194,17 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
             except Exception as error:  # the search and its records are intact without them
                 logger.warning("MLflow: importances not logged: %s: %s",
                                type(error).__name__, error)
+        fidelity = getattr(getattr(outcome, "summary", None), "fidelity", None)
+        if result is not None and fidelity is not None:
+            from tracking.fidelity import log_fidelity
+
+            try:
+                log_fidelity(settings.tracking_uri, result.parent_run_id, fidelity.spearman,
+                             fidelity.trials, prepared.objective,
+                             fidelity.describe(prepared.objective))
+            except Exception as error:  # as above: a summary figure, not a record
+                logger.warning("MLflow: proxy fidelity not logged: %s: %s",
+                               type(error).__name__, error)
         lines = next_step_lines(settings.tracking_uri, settings.model_name, settings.alias,
                                 registered=champion is not None)
         if champion is not None:

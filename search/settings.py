@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.objective import CHOICES as OBJECTIVE_CHOICES
 from tracking.settings import check_search_name
 from vae.config import ConfigError
 from vae.data.config import SMALL_SYNTHETIC_HEIGHT, DataConfig
@@ -70,6 +71,8 @@ class SearchSettings:
     train_patches: int = 0  # > 0: train on a seeded random subset of this many patches
     train_stride: int | None = None  # None: the patch size (data.train_stride validates it)
     resize: int | None = None  # None: the format's default (data.resize validates it)
+    objective: str = "auto"  # search.objective.CHOICES; resolved against the data in prepare
+    val_defects: str = "builtin"  # data.val_defects validates it
     scheduler: str = "asha"
     grace_period: int | None = None  # None: a quarter of max_epochs (see GRACE_FRACTION)
     reduction_factor: float = 2.0
@@ -106,6 +109,9 @@ class SearchSettings:
         _positive_int("num_samples", self.num_samples)
         _positive_int("max_epochs", self.max_epochs)
         _positive_int("train_patches", self.train_patches, 0)
+        if self.objective not in OBJECTIVE_CHOICES:
+            raise ConfigError(f"--objective={self.objective!r} is invalid; choose one of "
+                              f"{list(OBJECTIVE_CHOICES)}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"--scheduler={self.scheduler!r} is invalid; choose one of "
                               f"{list(SCHEDULERS)}")
@@ -136,7 +142,8 @@ class SearchSettings:
                 raise ConfigError(str(error)) from None
         if self.space_file is not None and not Path(self.space_file).is_file():
             raise ConfigError(f"--space={self.space_file!r}: no such file")
-        for flag, value in (("--train-stride", self.train_stride), ("--resize", self.resize)):
+        for flag, value in (("--train-stride", self.train_stride), ("--resize", self.resize),
+                            ("--val-defects", self.val_defects)):
             if value is not None:
                 try:
                     self.data_config()  # DataConfig owns these rules
@@ -153,10 +160,11 @@ class SearchSettings:
         if self.synthetic:
             full = self.image_size > SMALL_SYNTHETIC_HEIGHT  # the small set's strips are 64 high
             return DataConfig(format="synthetic", patch_size=self.image_size, synthetic_full=full,
-                              train_stride=self.train_stride, resize=self.resize)
+                              train_stride=self.train_stride, resize=self.resize,
+                              val_defects=self.val_defects)
         return DataConfig(format=self.data_format, root=str(Path(self.data_root).expanduser()),
                           patch_size=self.image_size, train_stride=self.train_stride,
-                          resize=self.resize)
+                          resize=self.resize, val_defects=self.val_defects)
 
     def base_config(self, in_channels: int = 1) -> dict[str, Any]:
         """Config keys every trial shares (Ray's ``param_space``; the space fills the rest)."""

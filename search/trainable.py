@@ -3,9 +3,12 @@
 
 Each epoch reports the training terms, ``val/loss``, ``val/mse``, ``val/kl`` (held-out normal
 patches), ``val/auroc`` (patch-level AUROC of ``vae.score`` scores: held-out normal patches vs
-the same patches with synthetic defects — comparable across loss mixes, unlike any loss), images/s
-and epoch time, with a checkpoint: ``vae.save`` output, the optimizer state, ``state.json``
-(epoch, metrics) and ``val_scores.npy`` (the per-patch validation scores behind ``val/auroc``).
+the same patches with synthetic defects — comparable across loss mixes, unlike any loss),
+``val/real_auroc`` when the data has labelled defects (held-out real defects vs the clean patches
+of their strips), ``val/objective`` (what ranks trials, ``search.objective``), images/s and epoch
+time, with a checkpoint: ``vae.save`` output, the optimizer state, ``state.json`` (epoch,
+metrics), ``val_scores.npy`` and ``real_val_scores.npy`` (the per-patch scores behind the two
+AUROCs).
 
 A non-finite loss or metric is reported once with ``nonfinite = 1`` and ``val/auroc = NaN`` (no
 checkpoint), and the trial returns: it ends TERMINATED, so Tune does not retry it, ASHA's NaN
@@ -29,6 +32,7 @@ import torch
 from ray import tune
 
 from search.keys import NONFINITE, RESUMED_FROM
+from search.objective import combine
 from vae import keys
 from vae.config import ScoreConfig, VAEConfig
 from vae.io import OPTIMIZER_FILE, load, load_optimizer, save, save_optimizer
@@ -38,8 +42,9 @@ from vae.score.scorers import SCORERS, candidates, pick_best, score_candidates
 from vae.train import NonFiniteLossError, evaluate, make_optimizer, prepare_model, train_epoch
 
 log = logging.getLogger(__name__)
+BY_SCORER = (keys.VAL_AUROC_BY_SCORER, keys.VAL_REAL_AUROC_BY_SCORER)
 
-STATE_FILE, SCORES_FILE = "state.json", "val_scores.npy"
+STATE_FILE, SCORES_FILE, REAL_SCORES_FILE = "state.json", "val_scores.npy", "real_val_scores.npy"
 
 
 @dataclass(frozen=True)
@@ -49,16 +54,23 @@ class TrialData:
     train_images: np.ndarray  # uint8 (N, C, P, P), defect-free
     val_images: np.ndarray  # uint8 (M, C, P, P): held-out normal + the same with defects
     val_labels: np.ndarray  # int (M,), 1 = synthetic defect
+    objective: str = "synthetic"  # resolved (search.objective.resolve)
+    real_images: np.ndarray | None = None  # uint8 (R, C, P, P): held-out defective strips
+    real_labels: np.ndarray | None = None  # int (R,), 1 = a real defect pixel in the patch
 
     @classmethod
-    def from_splits(cls, splits: Any, train_patches: int = 0, seed: int = 0) -> TrialData:
+    def from_splits(cls, splits: Any, train_patches: int = 0, seed: int = 0,
+                    objective: str = "synthetic") -> TrialData:
         """``train_patches`` > 0 keeps a seeded random subset of that many training patches."""
         train = splits.train.images
         if 0 < train_patches < len(train):
             keep = np.sort(np.random.default_rng(seed).choice(len(train), train_patches,
                                                               replace=False))
             train = train[keep]
-        return cls(train, splits.val.images, np.asarray(splits.val.labels))
+        real = splits.real_val if splits.has_real_val else None
+        return cls(train, splits.val.images, np.asarray(splits.val.labels), objective,
+                   None if real is None else real.images,
+                   None if real is None else np.asarray(real.labels))
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train, val, val normal) as uint8 tensors that share the object store's memory.
@@ -93,28 +105,40 @@ def _restore(directory: Path, config: VAEConfig, device: torch.device
 
 
 def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     epoch: int, metrics: dict[str, float], scores: np.ndarray) -> None:
+                     epoch: int, metrics: dict[str, float], scores: np.ndarray,
+                     real_scores: np.ndarray | None) -> None:
     save(model, directory)
     save_optimizer(optimizer, directory / OPTIMIZER_FILE)
     np.save(directory / SCORES_FILE, scores)
+    if real_scores is not None:
+        np.save(directory / REAL_SCORES_FILE, real_scores)
     (directory / STATE_FILE).write_text(json.dumps({"epoch": epoch, "metrics": metrics},
                                                    indent=2, sort_keys=True) + "\n")
 
 
 def _report_nonfinite(epoch: int, resumed_from: int, reason: str) -> None:
     log.warning("stopping trial at epoch %d: %s", epoch, reason)
-    tune.report({keys.EPOCH: epoch, keys.VAL_AUROC: math.nan, NONFINITE: 1,
-                 RESUMED_FROM: resumed_from})
+    tune.report({keys.EPOCH: epoch, keys.VAL_OBJECTIVE: math.nan, keys.VAL_AUROC: math.nan,
+                 NONFINITE: 1, RESUMED_FROM: resumed_from})
+
+
+def _aurocs(scores: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    return {name: image_auroc(values, labels) if np.isfinite(values).all() else math.nan
+            for name, values in scores.items()}
 
 
 def validate(model: torch.nn.Module, val_images: torch.Tensor, val_normal: torch.Tensor,
-             val_labels: np.ndarray, config: VAEConfig, device: torch.device
-             ) -> tuple[dict[str, float], np.ndarray, ScoreConfig]:
-    """``val/*`` metrics, the per-patch scores behind ``val/auroc`` and the scorer that made them.
+             val_labels: np.ndarray, config: VAEConfig, device: torch.device,
+             real: tuple[torch.Tensor, np.ndarray] | None = None, objective: str = "synthetic"
+             ) -> tuple[dict[str, float], np.ndarray, np.ndarray | None, ScoreConfig]:
+    """``val/*`` metrics, the per-patch scores behind the AUROCs and the scorer that made them.
 
-    With ``score.select = "best"`` every scorer of ``vae.score.scorers.SCORERS`` scores the same
-    reconstructions and ``val/auroc`` is the best one's; ``val/auroc_by_scorer/<name>`` keeps
-    them all and ``val/scorers_compared`` says how many were compared (the selection bias).
+    ``real``: the real validation patches and labels, when the data has them. With
+    ``score.select = "best"`` every scorer of ``vae.score.scorers.SCORERS`` scores the same
+    reconstructions and the one with the best ``val/objective`` wins (so with ``--objective
+    real`` real defects choose the scorer too); ``val/auroc_by_scorer/<name>`` (and
+    ``val/real_auroc_by_scorer/<name>``) keep them all and ``val/scorers_compared`` says how
+    many were compared (the selection bias).
     """
     metrics = evaluate(model, val_normal, config, device)
     # Score in the memory format vae.load gives (contiguous), so that a pulled model reproduces
@@ -123,16 +147,25 @@ def validate(model: torch.nn.Module, val_images: torch.Tensor, val_normal: torch
     model.to(memory_format=torch.contiguous_format)
     scorers = candidates(config.score)
     scores = score_candidates(model, val_images, scorers)
-    aurocs = {name: image_auroc(values, val_labels) if np.isfinite(values).all() else math.nan
-              for name, values in scores.items()}
-    best = pick_best(aurocs)
-    metrics[keys.VAL_AUROC] = aurocs[best]
+    aurocs = _aurocs(scores, val_labels)
+    real_scores = score_candidates(model, real[0], scorers) if real is not None else None
+    real_aurocs = _aurocs(real_scores, real[1]) if real_scores is not None else \
+        dict.fromkeys(scorers, math.nan)
+    values = {name: combine(objective, aurocs[name], real_aurocs[name]) for name in scorers}
+    best = pick_best(values)
+    metrics.update({keys.VAL_OBJECTIVE: values[best], keys.VAL_AUROC: aurocs[best]})
+    if real_scores is not None:
+        metrics[keys.VAL_REAL_AUROC] = real_aurocs[best]
     if len(scorers) > 1:
         metrics[keys.VAL_SCORERS_COMPARED] = float(len(scorers))
         metrics[keys.VAL_SCORER_INDEX] = float(list(SCORERS).index(best))
         metrics.update({f"{keys.VAL_AUROC_BY_SCORER}/{name}": value
                         for name, value in aurocs.items()})
-    return metrics, scores[best], scorers[best]
+        if real_scores is not None:
+            metrics.update({f"{keys.VAL_REAL_AUROC_BY_SCORER}/{name}": value
+                            for name, value in real_aurocs.items()})
+    return metrics, scores[best], None if real_scores is None else real_scores[best], \
+        scorers[best]
 
 
 def _same_trial(saved: VAEConfig, config: VAEConfig) -> bool:
@@ -148,6 +181,11 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
     vae_config = VAEConfig().with_overrides(config)
     device = claim_resources()
     train_images, val_images, val_normal = data.tensors()
+    real = None
+    if data.real_images is not None:
+        with warnings.catch_warnings():  # read-only object-store memory, as in tensors()
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            real = (torch.as_tensor(data.real_images), data.real_labels)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -164,20 +202,23 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
                                         epoch=epoch)
         except NonFiniteLossError as error:
             return _report_nonfinite(done, start, str(error))
-        val_metrics, scores, scorer = validate(model, val_images, val_normal, data.val_labels,
-                                               vae_config, device)
+        val_metrics, scores, real_scores, scorer = validate(
+            model, val_images, val_normal, data.val_labels, vae_config, device, real,
+            data.objective)
         model.config = replace(vae_config, score=scorer)  # the checkpoint scores as reported
         # One scorer's undefined AUROC is that scorer's problem (pick_best skips it), not the
         # trial's: only the reported objective and the losses decide a non-finite stop.
         bad = sorted(k for k, v in {**train_metrics, **val_metrics}.items()
-                     if not math.isfinite(v) and not k.startswith(keys.VAL_AUROC_BY_SCORER))
+                     if not math.isfinite(v) and not k.startswith(BY_SCORER))
         if bad:
             return _report_nonfinite(done, start, f"non-finite {bad}")
         # Key order matters: Ray's trial table shows the first few reported metrics.
-        metrics = {keys.EPOCH: done, keys.VAL_AUROC: val_metrics.pop(keys.VAL_AUROC),
+        metrics = {keys.EPOCH: done, keys.VAL_OBJECTIVE: val_metrics.pop(keys.VAL_OBJECTIVE),
+                   keys.VAL_AUROC: val_metrics.pop(keys.VAL_AUROC),
                    keys.VAL_MSE: val_metrics.pop(keys.VAL_MSE),
                    keys.TRAIN_LOSS: train_metrics.pop(keys.TRAIN_LOSS),
                    **val_metrics, **train_metrics, NONFINITE: 0, RESUMED_FROM: start}
         with tempfile.TemporaryDirectory(prefix="aitexvae-ckpt-") as directory:
-            _save_checkpoint(Path(directory), model, optimizer, done, metrics, scores)
+            _save_checkpoint(Path(directory), model, optimizer, done, metrics, scores,
+                             real_scores)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

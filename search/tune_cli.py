@@ -14,6 +14,8 @@ import shlex
 import sys
 from typing import Any
 
+from search.objective import CHOICES as OBJECTIVE_CHOICES
+from search.objective import DEFAULT_WITH_LABELS
 from search.settings import (
     REAL_DEFAULTS,
     SCHEDULERS,
@@ -22,6 +24,7 @@ from search.settings import (
     SearchSettings,
 )
 from vae.config import ConfigError
+from vae.data.config import VAL_DEFECTS
 
 EPILOG = """\
 examples:
@@ -66,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="resize every image to NxN before cutting patches; 0: native "
                            "resolution (default: the patch size for --format folder, one patch "
                            "per image as in anomalib; 0 for aitex)")
+    data.add_argument("--val-defects", choices=VAL_DEFECTS, default="builtin",
+                      help="synthetic validation defects: builtin sizes and contrasts, or "
+                           "matched to the real defects held out for validation (when any)")
     budget = parser.add_argument_group("search")
     budget.add_argument("--num-samples", type=int, help="trials (default "
                         f"{SYNTHETIC_DEFAULTS['num_samples']} synthetic, "
@@ -75,6 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"{REAL_DEFAULTS['max_epochs']} real data)")
     budget.add_argument("--space", dest="space_file", metavar="FILE",
                         help="YAML overrides of the default search space (format below)")
+    budget.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="auto",
+                        help="what ranks trials: synthetic (val/auroc: synthetic defects), real "
+                             "(val/real_auroc: held-out real defects), blend (their mean); auto: "
+                             f"{DEFAULT_WITH_LABELS} when the data has labelled defects, else "
+                             "synthetic")
     budget.add_argument("--search-alg", choices=SEARCH_ALGORITHMS, default="random")
     budget.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
     budget.add_argument("--grace-period", type=int, default=None,
@@ -111,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     fields = ("name", "data_root", "data_format", "image_size", "num_samples", "max_epochs",
-              "train_patches", "train_stride", "resize",
+              "train_patches", "train_stride", "resize", "objective", "val_defects",
               "scheduler", "grace_period", "reduction_factor", "search_alg", "space_file",
               "seed", "max_concurrent_trials", "cpus_per_trial", "gpus_per_trial",
               "max_failures", "keep_checkpoints", "address", "storage_path", "tracking",
@@ -179,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
         commands.insert(0, f"aitexvae tune --resume {name} --storage-path {storage}"
                            f"   # {outcome.unfinished} trial(s) did not finish")
     print(format_summary(outcome.summary, prepared.searched_keys, next_commands=commands,
-                         importances=outcome.importances))
+                         importances=outcome.importances, objective=prepared.objective))
     print(f"\nResults and checkpoints: {prepared.experiment_path}")
     if outcome.unfinished:
         return 130  # interrupted (Ctrl-C): the summary is of what ran; --resume continues

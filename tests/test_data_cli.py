@@ -31,7 +31,7 @@ def test_check_json_has_the_documented_keys_and_values(aitex, capsys, tmp_path):
     assert set(report) == SUMMARY_KEYS
     assert report["strips"] == {"normal": 17, "defective": 5}
     assert report["patches"] == {"total": 176, "anomalous": 7}
-    assert set(report["splits"]) == {"train", "val", "test"}
+    assert set(report["splits"]) == {"train", "val", "real_val", "test"}
     assert report["splits"]["val"] == {"strips": 2, "patches": 32, "anomalous": 16,
                                        "synthetic": 16}
     assert len(report["skipped"]) == 8 and set(report["skipped"][0]) == {"file", "reason", "kind"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vae.data.defects import KINDS, defect, inject
+from vae.data.defects import KINDS, defect, inject, measure
 from vae.data.fabrics import FABRICS, render, to_uint8
 
 
@@ -50,3 +50,49 @@ def test_injection_is_deterministic_and_leaves_the_input_alone():
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="unknown defect kind 'scratch'; choose one of"):
         defect(np.zeros((32, 32), np.float32), np.random.default_rng(0), "scratch")
+
+
+def test_matched_defects_take_real_areas_and_contrasts_and_keep_exact_masks():
+    images = _patches(60, 64)
+    # "Real" defects: small, faint blobs (what AITEX's masks look like next to the built-ins).
+    real = images[:20].copy()
+    real_masks = np.zeros((20, 64, 64), bool)
+    for i in range(20):
+        y, x = 10 + i, 5 + 2 * i
+        real_masks[i, y:y + 3, x:x + 4 + i % 3] = True
+        real[i, 0][real_masks[i]] = np.clip(real[i, 0][real_masks[i]].astype(int) - 12, 0, 255)
+    statistics = measure(real, real_masks)
+    assert statistics is not None and len(statistics.areas) == 20
+    assert set(statistics.areas.tolist()) == {12, 15, 18}
+    builtin, builtin_masks, _ = inject(images[20:], seed=3)
+    out, masks, _ = inject(images[20:], seed=3, statistics=statistics)
+    assert np.array_equal(inject(images[20:], seed=3, statistics=statistics)[0], out)
+    changed = (out != images[20:]).any(axis=1)
+    assert not (changed & ~masks).any()  # still exact
+    areas, generated = masks.reshape(40, -1).sum(1), builtin_masks.reshape(40, -1).sum(1)
+    # a built-in shape is cut down to a real area; one already smaller stays whole
+    assert all(a in (12, 15, 18) or a == g for a, g in zip(areas, generated, strict=True))
+    assert (areas <= generated).all() and (areas < generated).mean() > 0.9
+    matched = measure(out, masks)
+    assert np.median(matched.contrasts) == pytest.approx(np.median(statistics.contrasts), rel=0.35)
+    assert np.median(matched.contrasts) < 0.5 * np.median(measure(builtin, builtin_masks).contrasts)
+    assert measure(images[:2], np.zeros((2, 64, 64), bool)) is None  # nothing to match
+
+
+def test_validation_defects_follow_the_real_validation_strips_when_asked(tmp_path):
+    from tests.support.aitex_fixture import PATCH, write_aitex_fixture
+    from vae.data import DataConfig, load_splits
+
+    root = write_aitex_fixture(tmp_path / "aitex")
+    base = dict(format="aitex", root=str(root), patch_size=PATCH, cache=False)
+    builtin = load_splits(DataConfig(**base)).val
+    matched = load_splits(DataConfig(**base, val_defects="matched")).val
+    real = load_splits(DataConfig(**base)).real_val
+    real_areas = set(real.defect_pixels[real.labels == 1].tolist())
+    synthetic = matched.synthetic
+    assert np.array_equal(matched.images[~synthetic], builtin.images[~synthetic])
+    assert set(matched.defect_pixels[synthetic].tolist()) <= real_areas | set(
+        builtin.defect_pixels[synthetic].tolist())
+    assert matched.defect_pixels[synthetic].sum() < builtin.defect_pixels[synthetic].sum()
+    with pytest.raises(ValueError, match=r"data.val_defects='real' is invalid; choose one of"):
+        DataConfig(**base, val_defects="real")

@@ -21,15 +21,38 @@ def _splits(root: Path, **changes):
 
 def test_splits_are_disjoint_by_strip_and_cover_every_strip(aitex):
     splits = _splits(aitex)
-    strips = {name: set(getattr(splits, name).strip) for name in ("train", "val", "test")}
-    assert not strips["train"] & strips["val"]
-    assert not strips["train"] & strips["test"]
-    assert not strips["val"] & strips["test"]
-    assert len(strips["train"] | strips["val"] | strips["test"]) == 22
+    names = ("train", "val", "real_val", "test")
+    strips = {name: set(getattr(splits, name).strip) for name in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not strips[a] & strips[b], (a, b)
+    assert len(set().union(*strips.values())) == 22
+
+
+def test_real_validation_holds_out_defective_strips_per_fabric_and_moves_nothing_else(aitex):
+    splits, without = _splits(aitex), _splits(aitex, real_val_fraction=0.0)
+    real = splits.real_val
+    # fabric 00 has 4 defective strips → round(4 x 0.25) = 1 held out; fabric 01 has 1 → 0
+    # (every fabric keeps at least one defective strip in test).
+    held = {real.strips[i].strip for i in set(real.strip_index.tolist())}
+    assert len(held) == 1 and all(s.startswith("Defect_images/") for s in held)
+    assert {real.strips[i].fabric for i in set(real.strip_index.tolist())} == {"00"}
+    assert splits.has_real_val and not without.has_real_val and len(without.real_val) == 0
+    assert (real.labels == (real.defect_pixels > 0)).all() and not real.synthetic.any()
+    assert 0 < real.labels.sum() < len(real)  # real defects against clean patches of the strip
+    for name in ("train", "val"):
+        assert np.array_equal(getattr(splits, name).images, getattr(without, name).images)
+    assert set(without.test.strip) == set(splits.test.strip) | held
+    assert splits.summary.splits["real_val"]["strips"] == 1
+    assert "real_val" not in without.summary.splits
+    other_seed = _splits(aitex, seed=5).real_val
+    assert len(other_seed) and set(other_seed.strip) <= set(without.test.strip)
+    with pytest.raises(ValueError, match=r"data.real_val_fraction=1.0 is out of range"):
+        _splits(aitex, real_val_fraction=1.0)
 
 
 def test_three_to_one_per_fabric_with_a_validation_slice(aitex):
-    splits = _splits(aitex)
+    splits = _splits(aitex, real_val_fraction=0.0)
     # fabric 00: 8 normal → 2 test, 6 left → 1 val, 5 train; fabric 01: 9 → 2, 1, 6.
     train_fabrics = [splits.train.strips[i].fabric for i in set(splits.train.strip_index.tolist())]
     assert sorted(train_fabrics) == ["00"] * 5 + ["01"] * 6
@@ -41,7 +64,7 @@ def test_three_to_one_per_fabric_with_a_validation_slice(aitex):
 
 
 def test_test_holds_remaining_normals_and_every_defective_strip(aitex):
-    splits = _splits(aitex)
+    splits = _splits(aitex, real_val_fraction=0.0)
     test = splits.test
     defective = {s.strip for s in test.strips if s.defective}
     assert defective <= set(test.strip)
@@ -70,7 +93,7 @@ def test_same_seed_same_split_other_seed_other_split(aitex):
 
 
 def test_patchset_helpers(aitex):
-    test = _splits(aitex).test
+    test = _splits(aitex, real_val_fraction=0.0).test
     normal = test.normal()
     assert len(normal) == len(test) - 7 and normal.labels.sum() == 0
     sub = test.subset([3, 1])

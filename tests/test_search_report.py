@@ -9,17 +9,26 @@ import pytest
 from ray.air.result import Result
 from ray.tune import Checkpoint
 
+from search.fidelity import LOW, MIN_TRIALS
+from search.objective import ObjectiveError, combine, resolve
 from search.report import format_summary, summarize
 from search.settings import REAL_DEFAULTS, SYNTHETIC_DEFAULTS, SearchSettings
 from vae.config import ConfigError
 
 
 def _result(tmp_path, trial_id: str, aurocs: list[float], nonfinite_at: int | None = None,
-            config: dict | None = None) -> Result:
+            config: dict | None = None, real: list[float] | None = None,
+            objective: str = "synthetic") -> Result:
+    """A trial's rows as the trainable reports them (``val/objective`` from ``objective``)."""
     rows, checkpoints = [], []
     for epoch, auroc in enumerate(aurocs, start=1):
         bad = epoch == nonfinite_at
-        row = {"epoch": epoch, "val/auroc": math.nan if bad else auroc, "val/mse": 0.01,
+        figures = {"val/auroc": auroc}
+        if real is not None:
+            figures["val/real_auroc"] = real[epoch - 1]
+        value = combine(objective, auroc, figures.get("val/real_auroc", math.nan))
+        row = {"epoch": epoch, "val/objective": math.nan if bad else value,
+               **{k: math.nan if bad else v for k, v in figures.items()}, "val/mse": 0.01,
                "nonfinite": int(bad), "trial_id": trial_id}
         rows.append(row)
         if not bad:
@@ -36,7 +45,7 @@ def test_ranking_uses_each_trials_best_epoch_and_its_checkpoint(tmp_path):
     summary = summarize([_result(tmp_path, "a", [0.6, 0.9, 0.7]),
                          _result(tmp_path, "b", [0.8, 0.85])])
     winner = summary.winner
-    assert winner.trial_id == "a" and winner.best_auroc == 0.9 and winner.best_epoch == 2
+    assert winner.trial_id == "a" and winner.best_objective == 0.9 and winner.best_epoch == 2
     assert winner.checkpoint_path.endswith("a/checkpoint_000002")
     assert [t.trial_id for t in summary.trials] == ["a", "b"]
 
@@ -60,9 +69,10 @@ def test_the_summary_text_lists_top_trials_winner_config_and_next_commands(tmp_p
     summary = summarize([_result(tmp_path, "a", [0.7], config={"model.latent_dim": 64}),
                          _result(tmp_path, "b", [0.8], config={"model.latent_dim": 16})])
     text = format_summary(summary, ["model.latent_dim"], next_commands=["aitexvae pull"])
-    assert "Top 2 trials by best val/auroc" in text
+    assert "Top 2 trials by best val/objective (synthetic)" in text
     assert text.index(" b ") < text.index(" a ")  # best first
-    assert "Winner: trial b, val/auroc 0.8000 at epoch 1" in text
+    assert "Winner: trial b, val/objective 0.8000 (synthetic) at epoch 1" in text
+    assert "Proxy fidelity" not in text  # no real labels, nothing to compare
     assert "model.latent_dim = 16" in text
     assert text.rstrip().endswith("aitexvae pull")
 
@@ -103,3 +113,44 @@ def test_resume_keeps_the_saved_search_and_takes_only_runtime_flags():
     resumed = saved.for_resume({"address": "auto", "num_samples": 2, "seed": 9})
     assert (resumed.num_samples, resumed.seed, resumed.address) == (30, 4, "auto")
     assert SearchSettings.from_dict(saved.to_dict()) == saved
+
+
+def test_the_real_objective_ranks_by_the_real_figure_and_its_best_epoch(tmp_path):
+    trials = [_result(tmp_path / "r", "syn-best", [0.95, 0.96], real=[0.60, 0.62],
+                      objective="real"),
+              _result(tmp_path / "r", "real-best", [0.70, 0.72], real=[0.80, 0.75],
+                      objective="real")]
+    winner = summarize(trials).winner
+    assert winner.trial_id == "real-best" and winner.best_objective == 0.80
+    assert winner.best_epoch == 1 and winner.checkpoint_path.endswith("checkpoint_000001")
+    blend = summarize([_result(tmp_path / "b", "x", [0.9], real=[0.5], objective="blend")])
+    assert blend.winner.best_objective == pytest.approx(0.7)
+
+
+def test_objective_resolution_follows_the_labels_and_refuses_real_without_them():
+    assert resolve("auto", has_real_labels=False) == "synthetic"
+    assert resolve("auto", has_real_labels=True) in ("real", "blend", "synthetic")
+    assert resolve("synthetic", has_real_labels=True) == "synthetic"
+    for choice in ("real", "blend"):
+        with pytest.raises(ObjectiveError, match=f"--objective {choice} needs labelled defects"):
+            resolve(choice, has_real_labels=False)
+    with pytest.raises(ConfigError, match=r"--objective='best' is invalid; choose one of"):
+        SearchSettings(objective="best")
+
+
+def test_proxy_fidelity_is_over_finished_trials_and_warns_when_low(tmp_path):
+    # Synthetic and real figures rank these four finished trials in opposite orders.
+    opposite = [_result(tmp_path / "o", f"t{i}", [0.6 + 0.1 * i], real=[0.9 - 0.1 * i])
+                for i in range(MIN_TRIALS)]
+    broken = _result(tmp_path / "o", "nan", [0.99, 0.5], real=[0.99, 0.5], nonfinite_at=2)
+    summary = summarize([*opposite, broken])
+    fidelity = summary.fidelity
+    assert fidelity.trials == MIN_TRIALS  # the non-finite trial is not counted
+    assert fidelity.spearman == pytest.approx(-1.0) and fidelity.low
+    text = format_summary(summary, ["model.latent_dim"])
+    assert "Spearman -1.00" in text and "WARNING: low" in text and "--objective real" in text
+    agree = summarize([_result(tmp_path / "a", f"t{i}", [0.6 + 0.1 * i], real=[0.5 + 0.1 * i])
+                       for i in range(MIN_TRIALS)]).fidelity
+    assert agree.spearman == pytest.approx(1.0) and not agree.low and LOW < 1.0
+    few = summarize(opposite[:MIN_TRIALS - 1]).fidelity
+    assert math.isnan(few.spearman) and "not measured" in few.describe("synthetic")

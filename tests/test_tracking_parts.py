@@ -173,7 +173,7 @@ def test_a_tracking_error_inside_a_tune_callback_never_reaches_tune(tmp_path):
     callback.setup()
     trial = SimpleNamespace(trial_id="t1", config=tiny_config().flat())  # Tune's Trial, minimal
     callback.on_trial_start(0, [], trial)
-    callback.on_trial_result(0, [], trial, {"epoch": 1, "val/auroc": 0.6})
+    callback.on_trial_result(0, [], trial, {"epoch": 1, "val/objective": 0.6, "val/auroc": 0.6})
     empty = tmp_path / "empty-checkpoint"
     empty.mkdir()
     callback.on_checkpoint(0, [], trial, tune.Checkpoint.from_directory(str(empty)))

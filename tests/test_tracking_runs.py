@@ -74,11 +74,14 @@ def run_script(uri: str, workdir: Path) -> dict:
         config = tiny_config(**overrides)
         tracker.start_trial(trial, config.flat(), name=f"train_vae_{trial}")
         for epoch, auroc in enumerate(aurocs, start=1):
-            result = {"epoch": epoch, "train/loss": 100.0 / epoch, "val/auroc": auroc,
+            # as the trainable reports them: the objective (synthetic here) and its figure
+            result = {"epoch": epoch, "train/loss": 100.0 / epoch, "val/objective": auroc,
+                      "val/auroc": auroc,
                       "val/mse": 0.01 * epoch, "time_total_s": 1.0, "pid": 1,
                       "config": config.flat()}
             if math.isnan(auroc):
-                result = {"epoch": epoch, "val/auroc": auroc, "nonfinite": 1}
+                result = {"epoch": epoch, "val/objective": auroc, "val/auroc": auroc,
+                          "nonfinite": 1}
                 tracker.log_result(trial, result, nonfinite="the trial reported nonfinite=1")
                 continue
             tracker.log_result(trial, result)
@@ -206,7 +209,7 @@ def test_champion_is_the_best_eligible_trial_with_description(scripted):
     assert version.run_id == good.info.run_id
     assert scripted["outcome"].champion_trial_id == "good"
     assert scripted["outcome"].failures == []
-    assert "val/auroc = 0.8000 at epoch 2" in version.description
+    assert "val/objective = 0.8000 at epoch 2" in version.description
     assert '"latent_dim": 4' in version.description
     assert good.info.status == "FINISHED"  # logging the model into it kept its status
 
@@ -250,7 +253,8 @@ def test_a_new_driver_continues_the_same_runs_without_duplicate_epochs(tmp_path,
     config = tiny_config(**{"train.num_epochs": 4}).flat()
 
     def result(epoch: int, auroc: float) -> dict:
-        return {"epoch": epoch, "val/auroc": auroc, "train/loss": 1.0 / epoch}
+        return {"epoch": epoch, "val/objective": auroc, "val/auroc": auroc,
+                "train/loss": 1.0 / epoch}
 
     first = SearchTracker(TrackingSettings(tracking_uri=uri), "resumable")
     parent = first.start_search({"num_samples": 2}, search_id="sid-resume")
@@ -292,7 +296,7 @@ def test_a_failing_registration_is_reported_and_the_parent_still_ends(tmp_path,
     parent = tracker.start_search({})
     config = tiny_config()
     tracker.start_trial("A", config.flat())
-    tracker.log_result("A", {"epoch": 1, "val/auroc": 0.7})
+    tracker.log_result("A", {"epoch": 1, "val/objective": 0.7, "val/auroc": 0.7})
     model = make_model(config, seed=1)
     tracker.log_checkpoint("A", write_checkpoint(tmp_path / "ckpt", model, 1, {}, images))
     tracker.end_trial("A")

@@ -155,7 +155,7 @@ def test_champion_is_the_winner_and_pull_rebuilds_its_checkpoint(tracked, tmp_pa
     version = client.get_model_version_by_alias("aitex-vae", "champion")
     assert version.run_id == _children(tracked)[winner.trial_id].info.run_id
     assert tracked["callback"].outcome.champion_trial_id == winner.trial_id
-    assert f"val/auroc = {winner.best_auroc:.4f}" in version.description
+    assert f"val/objective = {winner.best_objective:.4f}" in version.description
     out = tmp_path / "pulled"
     assert aitexvae(["pull", "--tracking-uri", uri, "--out", str(out)]) == 0
     val = outcome.prepared.splits.val.images

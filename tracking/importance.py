@@ -32,7 +32,7 @@ def plot_importances(importances: Mapping[str, float], n_trials: int, path: Path
     for y, name in enumerate(names):
         axes.text(importances[name], y, f" {importances[name]:.2f}", va="center", fontsize=9)
     axes.set_xlim(0, max(1.0, max(importances.values()) * 1.15))
-    axes.set_xlabel("relative importance for val/auroc (fANOVA main effects, sum 1)")
+    axes.set_xlabel("relative importance for the objective (fANOVA main effects, sum 1)")
     axes.set_title(f"Which knobs mattered ({n_trials} ranked trials)", fontsize=11)
     figure.tight_layout()
     figure.savefig(path)

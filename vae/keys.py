@@ -11,12 +11,18 @@ TRAIN_EPOCH_TIME_S = "train/epoch_time_s"
 VAL_LOSS = "val/loss"
 VAL_MSE = "val/mse"  # plain per-pixel MSE on held-out normal patches: comparable across mixes
 VAL_KL = "val/kl"
-VAL_AUROC = "val/auroc"  # the search objective (mode max): normal vs synthetic-defect patches
+VAL_AUROC = "val/auroc"  # normal vs synthetic-defect patches (the objective without labels)
+# Real defects of held-out defective strips vs those strips' clean patches (fabric-matched);
+# only reported when the data set has labelled defects to hold out.
+VAL_REAL_AUROC = "val/real_auroc"
+# What ranks trials (search.objective: val/auroc, val/real_auroc or their mean).
+VAL_OBJECTIVE = "val/objective"
 # With score.select = "best": how many scorers were compared, which won (index into
 # vae.score.scorers.SCORERS), and every scorer's AUROC as "val/auroc_by_scorer/<name>".
 VAL_SCORERS_COMPARED = "val/scorers_compared"
 VAL_SCORER_INDEX = "val/scorer_index"
 VAL_AUROC_BY_SCORER = "val/auroc_by_scorer"
+VAL_REAL_AUROC_BY_SCORER = "val/real_auroc_by_scorer"
 
 EPOCH = "epoch"
-OBJECTIVE, OBJECTIVE_MODE = VAL_AUROC, "max"
+OBJECTIVE, OBJECTIVE_MODE = VAL_OBJECTIVE, "max"

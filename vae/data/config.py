@@ -17,6 +17,7 @@ from typing import Any
 from vae.config import ConfigError, check_resize
 
 FORMATS = ("synthetic", "aitex", "folder")
+VAL_DEFECTS = ("builtin", "matched")
 SMALL_SYNTHETIC_HEIGHT = 64  # strip height of the small embedded synthetic set
 
 
@@ -60,8 +61,14 @@ class DataConfig:
     min_defect_pixels: int = 1  # a patch is anomalous when it holds at least this many
     test_fraction: float = 0.25  # of each fabric's defect-free strips (3:1 train:test)
     val_fraction: float = 0.2  # of the remaining training strips, held out for validation
+    # Of each fabric's *defective* strips, held out as a real-defect validation set (never
+    # trained on, never in test): what `--objective real|blend` ranks trials by. 0: none.
+    real_val_fraction: float = 0.25
     seed: int = 0  # the split and the validation defects follow it
     defects_per_patch: int = 1  # synthetic defects injected into each validation patch
+    # "builtin": vae.data.defects' sizes and contrasts. "matched": cut to the areas and contrasts
+    # of the real defects held out in real_val (when there are any; else builtin).
+    val_defects: str = "builtin"
     synthetic_full: bool = False  # format synthetic: the AITEX-sized set instead of the small one
     max_image_pixels: int = 50_000_000  # larger images are skipped (decompression-bomb guard)
     cache: bool = True
@@ -95,8 +102,12 @@ class DataConfig:
         _check_int("min_defect_pixels", self.min_defect_pixels, 1)
         _check_fraction("test_fraction", self.test_fraction, 1.0)
         _check_fraction("val_fraction", self.val_fraction, 1.0)
+        _check_fraction("real_val_fraction", self.real_val_fraction, 1.0)
         _check_int("seed", self.seed, 0)
         _check_int("defects_per_patch", self.defects_per_patch, 1, 8)
+        if self.val_defects not in VAL_DEFECTS:
+            raise ConfigError(f"data.val_defects={self.val_defects!r} is invalid; choose one of "
+                              f"{list(VAL_DEFECTS)}")
         for name in ("synthetic_full", "cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"data.{name}={getattr(self, name)!r} is invalid; allowed: "

@@ -11,9 +11,18 @@ Each kind draws an opacity map ``alpha`` and a target image; the patch becomes
 0 outside, so the mask (``alpha > 0``) is exact: no pixel outside it changes, and every pixel
 inside moves at least half of the contrast step (>= 20 gray levels unless clipped at 0/255).
 Sizes scale with the patch, so defects stay visible on 64-pixel patches and small on 256.
+
+Those built-in sizes and contrasts are far larger and stronger than most real AITEX defects
+(median ~0.15 % of a 256² patch, often a few gray levels). With ``statistics`` (measured on the
+real validation strips' masks by ``measure``), each defect is cut down to a real defect's area
+(the pixels of its shape nearest a random point of it, so a line stays a piece of line) and its
+contrast set to that real defect's (mean |change| in units of the patch's std), so synthetic
+validation defects are as hard to see as real ones.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -97,11 +106,60 @@ def defect(gray: np.ndarray, rng: np.random.Generator, kind: str | None = None
     return alpha.astype(np.float32), target.astype(np.float32), kind
 
 
-def inject(images: np.ndarray, seed: int, defects_per_patch: int = 1
+@dataclass(frozen=True)
+class DefectStatistics:
+    """Per real anomalous patch: defect pixels and contrast (|mean step| / std of clean pixels)."""
+
+    areas: np.ndarray  # int (K,)
+    contrasts: np.ndarray  # float (K,)
+
+    def describe(self) -> str:
+        return (f"{len(self.areas)} real defects: median area {np.median(self.areas):.0f} px, "
+                f"median contrast {np.median(self.contrasts):.2f} std")
+
+
+def measure(images: np.ndarray, masks: np.ndarray) -> DefectStatistics | None:
+    """Statistics of the real defects in uint8 ``images`` (N, C, P, P) with masks (N, P, P)."""
+    areas, contrasts = [], []
+    for patch, mask in zip(images, masks, strict=True):
+        area = int(mask.sum())
+        if area == 0 or area == mask.size:
+            continue
+        gray = patch.astype(np.float32).mean(0)
+        clean = gray[~mask]
+        contrasts.append(abs(float(gray[mask].mean() - clean.mean())) / max(float(clean.std()),
+                                                                             1.0))
+        areas.append(area)
+    if not areas:
+        return None
+    return DefectStatistics(np.asarray(areas), np.asarray(contrasts, np.float32))
+
+
+def _match(alpha: np.ndarray, delta: np.ndarray, gray: np.ndarray, rng: np.random.Generator,
+           statistics: DefectStatistics) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink ``alpha`` to a real defect's area and scale ``delta`` to its contrast."""
+    pick = int(rng.integers(len(statistics.areas)))
+    area, contrast = int(statistics.areas[pick]), float(statistics.contrasts[pick])
+    ys, xs = np.nonzero(alpha > 0)
+    if len(ys) > area:
+        seed = int(rng.integers(len(ys)))
+        nearest = np.argsort((ys - ys[seed]) ** 2 + (xs - xs[seed]) ** 2, kind="stable")[:area]
+        keep = np.zeros_like(alpha, dtype=bool)
+        keep[ys[nearest], xs[nearest]] = True
+        alpha = np.where(keep, alpha, 0.0).astype(np.float32)
+    inside = alpha > 0
+    change = float(np.abs(alpha * delta)[inside].mean()) if inside.any() else 0.0
+    wanted = contrast * max(float(gray.std()), 1.0)
+    return alpha, delta * (wanted / change if change > 0 else 1.0)
+
+
+def inject(images: np.ndarray, seed: int, defects_per_patch: int = 1,
+           statistics: DefectStatistics | None = None
            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Copies of uint8 ``images`` (N, C, P, P) with defects: ``(images, masks (N, P, P), kinds)``.
 
-    Deterministic: patch ``i`` always gets the same defects for the same ``seed``.
+    Deterministic: patch ``i`` always gets the same defects for the same ``seed`` (and
+    ``statistics``; without them, exactly the built-in defects).
     """
     out = np.empty_like(images)
     masks = np.zeros((images.shape[0],) + images.shape[2:], dtype=bool)
@@ -111,8 +169,11 @@ def inject(images: np.ndarray, seed: int, defects_per_patch: int = 1
         work = patch.astype(np.float32)  # (C, P, P)
         names = []
         for _ in range(defects_per_patch):
-            alpha, target, kind = defect(work.mean(0), rng)
-            delta = target - work.mean(0)  # the same shift on every channel keeps the hue
+            gray = work.mean(0)
+            alpha, target, kind = defect(gray, rng)
+            delta = target - gray  # the same shift on every channel keeps the hue
+            if statistics is not None:
+                alpha, delta = _match(alpha, delta, gray, rng, statistics)
             work = work + alpha * delta
             masks[i] |= alpha > 0
             names.append(kind)
