@@ -7,8 +7,10 @@ through ``pyarrow.fs`` for the latter, exactly as Tune itself writes there.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 
@@ -97,6 +99,40 @@ def warn_about_storage(info: ClusterInfo, storage_path: str) -> None:
             "nor --resume can find them. Use storage every node shares: a path on a shared "
             "file system mounted at the same place on every node, or cloud storage "
             "(s3://bucket/path, gs://bucket/path).", info.nodes, storage_path)
+
+
+# A search writes a checkpoint per trial-epoch (a few MB at 256² to hundreds for large
+# full-covariance heads) and Tune's state beside them; below this a search cannot even start.
+MIN_FREE_BYTES = 64 << 20
+
+
+def check_storage(storage_path: str) -> None:
+    """Fail before Ray starts when a local ``--storage-path`` cannot be written or is full.
+
+    (URIs are checked by the first write: a probe object in a bucket costs a round trip and may
+    need credentials only the workers have.)
+    """
+    if is_uri(storage_path):
+        return
+    path = storage_path
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".aitexvae-write-test-{os.getpid()}")
+        with open(probe, "wb") as handle:
+            handle.write(b"0")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.remove(probe)
+        free = shutil.disk_usage(path).free
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise ClusterError(f"no space left on --storage-path {path}") from None
+        raise ClusterError(f"cannot write --storage-path {path}: {error.strerror or error}; "
+                           "give a writable directory (or s3://, gs://)") from None
+    if free < MIN_FREE_BYTES:
+        raise ClusterError(f"no space left on --storage-path {path}: {free >> 20} MiB free, a "
+                           f"search needs at least {MIN_FREE_BYTES >> 20} MiB for its "
+                           "checkpoints")
 
 
 # -- small files on local or remote storage ------------------------------------------------------

@@ -93,6 +93,7 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
     settings = settings.resolved()
     experiment_path = cluster.join(settings.storage_path, settings.name)
     try:
+        cluster.check_storage(settings.storage_path)
         if resume:
             settings = _saved_settings(experiment_path, settings)
             space = None

@@ -38,7 +38,9 @@ class TrialSummary:
 
     @property
     def ranked(self) -> bool:
-        return self.status in ("ok", "error") and math.isfinite(self.best_objective) \
+        # A trial that errored (after its retries) is listed, never ranked: see
+        # tracking.finish.eligible, which applies the same rule to the champion.
+        return self.status == "ok" and math.isfinite(self.best_objective) \
             and self.checkpoint_path is not None
 
 

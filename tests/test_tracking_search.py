@@ -175,3 +175,20 @@ def test_next_steps_name_the_ui_and_the_pull_commands(tracked):
     assert f"aitexvae pull --model-uri models:/aitex-vae@champion --tracking-uri sqlite:///{db}" \
         in text
     assert (db.parent / "mlartifacts").is_dir() and os.listdir(db.parent / "mlartifacts")
+
+
+def test_the_parent_records_the_objective_and_the_proxy_fidelity(tracked):
+    outcome = tracked["outcome"]
+    fidelity = outcome.summary.fidelity
+    assert outcome.prepared.objective != "synthetic"  # the synthetic set has labelled defects
+    assert fidelity is not None
+    parent = _client(tracked["uri"]).get_run(tracked["callback"].outcome.parent_run_id)
+    assert parent.data.tags["aitexvae.objective"] == outcome.prepared.objective
+    assert parent.data.tags["aitexvae.fidelity"] == fidelity.describe(outcome.prepared.objective)
+    assert parent.data.metrics["fidelity/trials"] == fidelity.trials
+    if math.isfinite(fidelity.spearman):
+        assert parent.data.metrics["fidelity/spearman"] == pytest.approx(fidelity.spearman)
+    for child in _children(tracked).values():  # every child carries both figures per epoch
+        if keys.TRAIN_LOSS not in child.data.metrics:  # the trial that overflowed at once
+            continue
+        assert {keys.VAL_OBJECTIVE, keys.VAL_AUROC, keys.VAL_REAL_AUROC} <= set(child.data.metrics)

@@ -101,13 +101,14 @@ def _row(run) -> dict[str, object]:
 
 
 def eligible(row: dict[str, object]) -> bool:
-    """A champion has a finite objective and never went non-finite (the search's own ranking
-    rule: a trial that failed later still produced a valid best checkpoint before)."""
+    """A champion has a finite objective, never went non-finite and did not fail (the search's
+    own ranking rule): a trial that errored — a full disk, a crash after its retries — may
+    hold a checkpoint that looks valid, but nothing says it is what the trial would have kept."""
     try:
         value = float(row["best_objective"])  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-    return not row["nonfinite"] and math.isfinite(value)
+    return not row["nonfinite"] and row.get("status") != "FAILED" and math.isfinite(value)
 
 
 def _description(tracker: SearchTracker, row: dict[str, object], folder: Path) -> str:
