@@ -93,7 +93,6 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
     settings = settings.resolved()
     experiment_path = cluster.join(settings.storage_path, settings.name)
     try:
-        cluster.check_storage(settings.storage_path)
         if resume:
             settings = _saved_settings(experiment_path, settings)
             space = None
@@ -110,6 +109,7 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
             raise SearchError(f"the validation split has {len(splits.val)} patches; val/auroc "
                               "needs held-out normal patches (give more defect-free strips)")
         objective = resolve_objective(settings.objective, splits.has_real_val)
+        cluster.check_storage(settings.storage_path)  # the last check before Ray starts
     except (SpaceError, ConfigError, DataError, ObjectiveError) as error:
         raise SearchError(str(error)) from None
     try:

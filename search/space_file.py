@@ -31,6 +31,7 @@ from vae.config import VAEConfig
 
 FLAG_KEYS = {"model.image_size": "--image-size", "model.in_channels": "the data (its channels)",
              "train.num_epochs": "--max-epochs", "train.seed": "--seed"}
+MAX_FILE_BYTES, MAX_DEPTH, MAX_EVENTS = 64 << 10, 8, 20_000  # see _check_shape
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 # YAML 1.1 (PyYAML) reads "1e-4" as a string: numbers written that way are accepted as numbers.
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -120,17 +121,45 @@ def parse_space(data: Any, source: str = "search space") -> dict[str, Distributi
     return overrides
 
 
+def _check_shape(text: str, source: str) -> None:
+    """Refuse what no space file needs and a hostile one uses: aliases (``*a``: nested anchors
+    turn a few hundred bytes into gigabytes once expanded), deep nesting (PyYAML recurses per
+    level) and huge files. Walks YAML's event stream, which is flat: nothing here recurses."""
+    depth = 0
+    for events, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader), start=1):
+        if isinstance(event, yaml.AliasEvent):
+            raise SpaceError(f"{source}: YAML aliases (*{event.anchor}) are not allowed in a "
+                             "search space file; write each value out")
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SpaceError(f"{source} nests deeper than {MAX_DEPTH} levels; a space file "
+                                 "is `key: value` or `key: {distribution: [...]}`")
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+        if events > MAX_EVENTS:
+            raise SpaceError(f"{source} has more than {MAX_EVENTS} YAML nodes; a space file "
+                             "names at most a few dozen keys")
+
+
 def load_space_file(path: str | Path, base: SearchSpace | None = None) -> SearchSpace:
     """The default space (or ``base``) with the file's keys overriding it."""
     path = Path(path)
+    source = f"search space file {str(path)!r}"
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise SpaceError(f"{source} is {path.stat().st_size} bytes; a space file is at most "
+                             f"{MAX_FILE_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise SpaceError(f"cannot read search space file {str(path)!r}: "
-                         f"{error.strerror or error}") from None
+        raise SpaceError(f"cannot read {source}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise SpaceError(f"{source} is not UTF-8 text ({error.reason} at byte "
+                         f"{error.start})") from None
     try:
+        _check_shape(text, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise SpaceError(f"search space file {str(path)!r} is not valid YAML: {error}") from None
+        raise SpaceError(f"{source} is not valid YAML: {error}") from None
     return (base or SearchSpace()).with_overrides(parse_space(data, f"search space file "
                                                                    f"{str(path)!r}"))

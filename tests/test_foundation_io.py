@@ -123,3 +123,40 @@ def test_optimizer_state_round_trip_and_pickle_refusal(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_optimizer(fresh, tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def _rewrite_config(folder, **model_changes) -> None:
+    document = json.loads((folder / CONFIG_FILE).read_text())
+    document["config"]["model"].update(model_changes)
+    (folder / CONFIG_FILE).write_text(json.dumps(document))
+
+
+def test_a_config_asking_for_a_huge_model_is_refused_before_anything_is_allocated(tmp_path):
+    import resource
+    import time
+
+    folder = vae.save(build_model(VAEConfig().with_overrides({"model.image_size": 32,
+                                                               "model.latent_dim": 4})),
+                      tmp_path / "m")
+    _rewrite_config(folder, image_size=1024, latent_dim=512)  # ~1.2 G parameters, ~5 GB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"describes a model of 1,208,643,873 parameters; "
+                                         r"refusing more than 200,000,000"):
+        vae.load(folder)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert time.monotonic() - started < 5 and grown_mib < 200
+
+
+def test_weights_of_another_shape_are_refused_from_the_header(tmp_path):
+    folder = vae.save(build_model(VAEConfig().with_overrides({"model.image_size": 32,
+                                                               "model.latent_dim": 4})),
+                      tmp_path / "m")
+    _rewrite_config(folder, latent_dim=8)
+    with pytest.raises(ValueError, match=r"does not match its config.json: \d+ tensor\(s\) "
+                                         r"differ, e.g. \['fc_dec.weight'"):
+        vae.load(folder)
+    (folder / WEIGHTS_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
+    _rewrite_config(folder, latent_dim=4)
+    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+        vae.load(folder)

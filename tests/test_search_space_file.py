@@ -85,3 +85,28 @@ def test_invalid_combination_message_names_the_values(tmp_path):
         check_space(load_space_file(path), BASE)
     assert "model.output_activation='relu'" in str(error.value)
     assert "loss.bce_weight=1.0" in str(error.value)
+
+
+BOMB = ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "model.latent_dim: {choice: [*d, *d, *d, *d, *d, *d, *d, *d, *d]}\n")  # 9^5 once expanded
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (BOMB.encode(), r"YAML aliases \(\*a\) are not allowed"),
+    (("model.latent_dim: " + "[" * 5000 + "]" * 5000 + "\n").encode(),
+     "nests deeper than 8 levels"),
+    (b"model.latent_dim: \xff\xfe\n", r"is not UTF-8 text \(invalid start byte at byte 18\)"),
+    (b"model.latent_dim: 8\n" + b"#" * (70 << 10), r"is 71700 bytes; a space file is at most"),
+    (("model.latent_dim: {choice: [" + "1," * 25_000 + "1]}\n").encode(),
+     "more than 20000 YAML nodes"),
+])
+def test_hostile_space_files_are_refused_cheaply_in_one_message(tmp_path, content, message):
+    import resource
+
+    path = tmp_path / "space.yaml"
+    path.write_bytes(content)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(SpaceError, match=message):
+        load_space_file(path)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100  # MiB

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vae.config import VAEConfig
@@ -29,6 +31,7 @@ OPTIMIZER_FILE = "optimizer.pt"
 # Version 3 added model.input_resize (default 0: native resolution, what versions 1-2 did).
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
+MAX_PARAMETERS = 200_000_000  # ~100x this project's largest search-space model
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
@@ -84,7 +87,9 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Ait
                              "model with vae.save(model, directory)")
         raise FileNotFoundError(f"no {WEIGHTS_FILE} in {directory}; expected a directory "
                                 "written by vae.save(model, directory)")
-    model = build_model(load_config(directory))
+    config = load_config(directory)
+    _check_shapes(weights, config)  # before anything is allocated
+    model = build_model(config)
     state = load_file(str(weights), device=str(map_location))
     broken = sorted(name for name, tensor in state.items()
                     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()))
@@ -94,6 +99,31 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Ait
                          "cannot score (a diverged or corrupted checkpoint)")
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
+
+
+def _check_shapes(weights: Path, config: VAEConfig) -> None:
+    """Refuse a config whose model would not fit these weights, or is absurdly large, *before*
+    building it: the config is built on PyTorch's ``meta`` device (shapes, no memory), and the
+    weights' shapes come from the safetensors header (no tensor is read). A crafted config.json
+    asking for a huge model thus costs nothing."""
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in build_model(config).state_dict().items()}
+    parameters = sum(math.prod(shape) for shape in expected.values())
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"{weights.parent / CONFIG_FILE} describes a model of {parameters:,} "
+                         f"parameters; refusing more than {MAX_PARAMETERS:,} (not a file vae.save "
+                         "writes for this project's models)")
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            stored = {name: tuple(handle.get_slice(name).get_shape())
+                      for name in handle.keys()}  # noqa: SIM118 (a safe_open handle, no dict)
+    except Exception as error:  # safetensors raises its own types for a damaged header
+        raise ValueError(f"{weights} is not a readable safetensors file: {error}") from None
+    if stored != expected:
+        wrong = sorted(set(stored) ^ set(expected)) or sorted(
+            name for name in expected if stored[name] != expected[name])
+        raise ValueError(f"{weights} does not match its {CONFIG_FILE}: {len(wrong)} tensor(s) "
+                         f"differ, e.g. {wrong[:3]}; the two files come from different models")
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> Path:
