@@ -24,7 +24,7 @@ from vae.config import ConfigError, VAEConfig
     ({"loss.mse_weight": -0.1}, r"loss.mse_weight=-0.1 is out of range"),
     ({"loss.bce_weight": 0.0, "loss.mse_weight": 0.0, "loss.fft_weight": 0.0},
      r"all 0; at least one reconstruction weight must be > 0"),
-    ({"loss.fft_weight": float("nan")}, r"loss.fft_weight=nan is out of range"),
+    ({"loss.fft_weight": float("nan")}, r"loss.fft_weight=nan is invalid; allowed: a number in"),
     ({"train.precision": "fp16"}, r"unknown train.precision 'fp16'; choose one of"),
     ({"train.batch_size": 0}, r"train.batch_size=0 is invalid"),
 ])
@@ -52,3 +52,11 @@ def test_valid_edge_values_are_accepted_and_logits_follow_activation():
     tanh = VAEConfig().with_overrides({"model.output_activation": "tanh", "loss.bce_weight": 0.0,
                                        "loss.mse_weight": 1.0})
     assert not tanh.recon_is_logits and tanh.model.input_range == "symmetric"
+
+
+@pytest.mark.parametrize("key", ["model.dropout", "train.learning_rate", "loss.kl_weight",
+                                 "score.smooth_sigma"])
+@pytest.mark.parametrize("value", ["x", None, [1], True])
+def test_a_non_number_where_a_number_belongs_is_a_config_error_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"^{key}=.* is invalid; allowed: a number in "):
+        VAEConfig().with_overrides({key: value})

@@ -38,11 +38,13 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 def _check_range(name: str, value: float, low: float, high: float, *, open_low: bool = False,
                  open_high: bool = False) -> None:
+    lo, hi = "(" if open_low else "[", ")" if open_high else "]"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} is invalid; allowed: a number in {lo}{low}, "
+                          f"{high}{hi}")
     ok_low = value > low if open_low else value >= low
     ok_high = value < high if open_high else value <= high
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or not (ok_low and ok_high):
-        lo, hi = "(" if open_low else "[", ")" if open_high else "]"
+    if not (ok_low and ok_high):
         raise ConfigError(f"{name}={value!r} is out of range; allowed {lo}{low}, {high}{hi}")
 
 
