@@ -73,7 +73,7 @@ def run_plain(args: argparse.Namespace, configs: list[dict], settings: SearchSet
         for epoch in range(config.train.num_epochs):
             trained = train_epoch(model, optimizer, train, config, device, epoch=epoch)
             training += trained["train/epoch_time_s"]
-            metrics, _ = validate(model, val, val_normal, data.val_labels, config, device)
+            metrics, *_ = validate(model, val, val_normal, data.val_labels, config, device)
             assert np.isfinite(metrics["val/auroc"])
     elapsed = time.perf_counter() - start
     print(f"plain: {elapsed:.1f} s ({training:.1f} s of it in train_epoch)", flush=True)
