@@ -77,3 +77,22 @@ def test_aitexvae_tune_with_an_unreachable_store_fails_before_any_trial(tmp_path
     assert repr(uri) in last and "Traceback" not in done.stderr
     assert not list(storage.glob("**/trial_*"))  # no trial ever started
     assert elapsed < 90, elapsed  # data + a local Ray start dominate; the check itself is <5 s
+
+
+def test_two_searches_starting_at_once_on_a_new_sqlite_store_both_get_it(tmp_path):
+    """Real processes racing MLflow's first-use migration (issue 11 item 3)."""
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    code = ("import sys; from tracking.preflight import check_tracking_uri; "
+            "check_tracking_uri(sys.argv[1], timeout_s=120); "
+            "from mlflow import MlflowClient; c = MlflowClient(sys.argv[1]); "
+            "print(c.create_experiment(sys.argv[2]))")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    racers = [subprocess.Popen([sys.executable, "-c", code, uri, f"search-{i}"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for i in range(2)]
+    results = [racer.communicate(timeout=300) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], [err[-600:] for _, err in results]
+    from mlflow import MlflowClient
+
+    names = {e.name for e in MlflowClient(uri).search_experiments()}
+    assert {"search-0", "search-1"} <= names

@@ -8,6 +8,7 @@ and then lose its tracking. ``check_tracking_uri`` fails fast with a message nam
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -78,6 +79,28 @@ def _check_sqlite(uri: str, timeout_s: float) -> None:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as error:
         raise _fail(uri, f"cannot open {str(path)!r} as a SQLite database ({error})") from None
+    _migrate_once(uri, path)
+
+
+def _migrate_once(uri: str, path: Path) -> None:
+    """Create (or upgrade) MLflow's schema under an exclusive lock on ``<file>.lock``.
+
+    MLflow creates its tables on first use without a lock, so two searches starting at once on
+    a new file race and the loser dies with ``table experiment_tags already exists`` — after Ray
+    started. Here the first process migrates and the others wait for it (MLflow's migration is
+    ~12 s on 2 cores), then find the schema in place; every later use skips the wait.
+    """
+    from mlflow import MlflowClient  # imported here: the import itself takes a second or two
+
+    lock_path = path.parent / f"{path.name}.lock"
+    try:
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except OSError as error:
+        raise _fail(uri, f"cannot lock {str(lock_path)!r} ({error.strerror})") from None
+    except Exception as error:  # MLflow's own errors: a broken or foreign schema
+        raise _fail(uri, f"{type(error).__name__}: {error}") from None
 
 
 def _check_other(uri: str, timeout_s: float) -> None:
