@@ -124,3 +124,51 @@ def test_resume_after_a_killed_driver_reuses_parent_and_child_runs(tmp_path, tmp
     assert sum(status == "TERMINATED" for status in recorded.values()) >= 2
     champion = client.get_model_version_by_alias("aitex-vae", "champion")
     assert champion.run_id in {run.info.run_id for run in children}
+
+
+def test_ctrl_c_leaves_mlflow_truthful_and_resume_finishes_the_search(tmp_path,
+                                                                    tmp_path_factory):
+    """SIGINT mid-trial (issue 11 item 2): the parent ends KILLED with its reason, no child stays
+    RUNNING, no champion is registered for an unfinished search; --resume then finishes it."""
+    uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
+    storage = tmp_path / "ray_results"
+    common = ["--storage-path", str(storage), "--tracking-uri", uri]
+    with LocalRayCluster(num_nodes=1, num_cpus=2) as cluster:
+        env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home"),
+               "MLFLOW_DISABLE_TELEMETRY": "true"}
+        log = tmp_path / "driver.log"
+        with open(log, "wb") as out:
+            driver = subprocess.Popen(
+                [AITEXVAE, "tune", "--name", "interrupted", "--address", cluster.address,
+                 "--image-size", "32", "--num-samples", "3", "--max-epochs", str(MAX_EPOCHS),
+                 "--train-patches", "128", "--scheduler", "fifo", "--max-concurrent-trials",
+                 "1", *common], env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_one_finished_and_one_midway(storage / "interrupted", driver, log)
+            driver.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
+            code = driver.wait(timeout=120)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        assert code == 130, log.read_text()[-3000:]
+        runs = _runs(uri)
+        (parent,) = [r for r in runs if r.data.tags.get(names.TAG_ROLE) == "search"]
+        children = [r for r in runs if r.data.tags.get(names.TAG_ROLE) == "trial"]
+        assert parent.info.status == "KILLED"
+        assert parent.data.tags.get(names.TAG_STOP_REASON, "").startswith("search ended"), \
+            parent.data.tags
+        assert children and all(r.info.status != "RUNNING" for r in children)
+        assert any(r.info.status == "FINISHED" for r in children)  # the trial that completed
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        assert client.search_model_versions("name='aitex-vae'") == []  # no champion
+
+        resumed = subprocess.run([AITEXVAE, "tune", "--resume", "interrupted", "--address",
+                                  cluster.address, *common], env=env, capture_output=True,
+                                 text=True, timeout=300)
+        assert resumed.returncode in (0, 130), resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    runs = _runs(uri)
+    (parent,) = [r for r in runs if r.data.tags.get(names.TAG_ROLE) == "search"]
+    assert parent.info.status == "FINISHED"
+    assert all(r.info.status != "RUNNING" for r in runs)
+    champion = client.get_model_version_by_alias("aitex-vae", "champion")
+    assert champion.run_id in {r.info.run_id for r in runs}

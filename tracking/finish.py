@@ -176,5 +176,12 @@ def finish_search(tracker: SearchTracker, status: str, register: bool) -> Search
         except Exception as error:  # reported with the search's other tracking failures
             logger.warning("MLflow: %s failed: %s: %s", what, type(error).__name__, error)
             tracker.writer.failures.append(f"{what}: {type(error).__name__}: {error}")
-    tracker.client.set_terminated(tracker.parent_run_id, status=status)
+    parent = tracker.parent_run_id
+    if status != "FINISHED":  # interrupted: say why in the UI, and how to go on
+        tracker.client.set_tag(parent, names.TAG_STOP_REASON, (
+            f"search ended {status}: interrupted before every trial finished; no champion was "
+            f"registered. `aitexvae tune --resume {tracker.search_name}` continues it"))
+    elif names.TAG_STOP_REASON in tracker.client.get_run(parent).data.tags:  # resumed, done
+        tracker.client.delete_tag(parent, names.TAG_STOP_REASON)
+    tracker.client.set_terminated(parent, status=status)
     return outcome
