@@ -92,6 +92,8 @@ def test_one_parent_one_child_per_trial_with_params_and_one_value_per_epoch(trac
     assert parent.data.tags[names.TAG_SEARCH_SPACE].endswith("space.yaml")
     assert parent.data.tags[names.TAG_DATASET]
     assert parent.data.tags[names.TAG_RAY_ADDRESS]
+    experiment = client.get_experiment(parent.info.experiment_id)  # the UI opens on its runs
+    assert experiment.tags[names.TAG_EXPERIMENT_KIND] == "custom_model_development"
     children = _children(tracked)
     assert set(children) == {r.metrics["trial_id"] for r in results}
     for result in results:

@@ -71,7 +71,8 @@ class SearchTracker:
         self.experiment_id = experiment.experiment_id if experiment else \
             self.client.create_experiment(self.settings.experiment,
                                           artifact_location=names.artifact_root(
-                                              self.settings.tracking_uri))
+                                              self.settings.tracking_uri),
+                                          tags={names.TAG_EXPERIMENT_KIND: names.EXPERIMENT_KIND})
         parent = self._find_parent(names.TAG_SEARCH_ID, search_id) if search_id else None
         if parent is None and resume:
             parent = self._find_parent(names.TAG_SEARCH, self.search_name)
