@@ -194,3 +194,21 @@ def test_the_parent_records_the_objective_and_the_proxy_fidelity(tracked):
         if keys.TRAIN_LOSS not in child.data.metrics:  # the trial that overflowed at once
             continue
         assert {keys.VAL_OBJECTIVE, keys.VAL_AUROC, keys.VAL_REAL_AUROC} <= set(child.data.metrics)
+
+
+def test_sorting_children_by_their_best_objective_metric_gives_the_searchs_ranking(tracked):
+    client = _client(tracked["uri"])
+    parent_id = tracked["callback"].outcome.parent_run_id
+    parent = client.get_run(parent_id)
+    key = names.best_metric(keys.OBJECTIVE)
+    assert key == "best/val_objective"
+    ranked = [t for t in tracked["outcome"].summary.trials if t.ranked]
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                              order_by=[f"metrics.`{key}` DESC"])
+    by_metric = [r.data.tags[names.TAG_TRIAL_ID] for r in runs if key in r.data.metrics]
+    assert by_metric[:len(ranked)] == [t.trial_id for t in ranked]
+    for trial in ranked:
+        run = next(r for r in runs if r.data.tags[names.TAG_TRIAL_ID] == trial.trial_id)
+        assert run.data.metrics[key] == pytest.approx(trial.best_objective)
+    assert parent.data.metrics[key] == pytest.approx(ranked[0].best_objective)  # the champion

@@ -145,6 +145,8 @@ def _register_best(tracker: SearchTracker, candidates: list[dict[str, object]],
                   tracker.objective: str(row["best_objective"])})
         outcome.champion_trial_id = str(row["trial_id"])
         outcome.champion_objective = float(row["best_objective"])  # type: ignore[arg-type]
+        tracker.client.log_metric(tracker.parent_run_id, names.best_metric(tracker.objective),
+                                  outcome.champion_objective)
         tracker.client.set_tag(tracker.parent_run_id, names.TAG_CHAMPION,
                                outcome.champion.version_uri)
         return

@@ -200,6 +200,9 @@ class SearchTracker:
         if state.best_epoch is not None:
             tags += [RunTag(names.TAG_BEST_OBJECTIVE, repr(self._sign * state.best)),
                      RunTag(names.TAG_BEST_EPOCH, str(state.best_epoch))]
+            # numeric (the tag sorts as text): sorting the runs table by it is tune's ranking
+            batch.append(Metric(names.best_metric(self.objective), self._sign * state.best,
+                                now, epoch))
         if state.nonfinite is not None:
             tags.append(RunTag(names.TAG_NONFINITE, state.nonfinite))
         self.writer.submit(f"log epoch {epoch} of trial {trial_id}",
