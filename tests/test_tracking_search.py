@@ -24,6 +24,7 @@ from tests.support.checkpoints import outputs
 from tests.support.mlflow_server import migrated_sqlite
 from tracking import settings as names
 from vae import keys
+from vae.config import VAEConfig
 from vae.score import score_patches
 
 pytestmark = pytest.mark.slow
@@ -98,8 +99,10 @@ def test_one_parent_one_child_per_trial_with_params_and_one_value_per_epoch(trac
     assert set(children) == {r.metrics["trial_id"] for r in results}
     for result in results:
         run = children[result.metrics["trial_id"]]
-        expected = {key.replace(".", "/"): str(value) for key, value in result.config.items()}
-        assert run.data.params == expected
+        # every key of the resolved config, with the values Ray gave this trial
+        assert set(run.data.params) == {k.replace(".", "/") for k in VAEConfig.valid_keys()}
+        for key, value in result.config.items():
+            assert run.data.params[key.replace(".", "/")] == str(value)
         rows = _ray_rows(result)
         history = client.get_metric_history(run.info.run_id, keys.VAL_AUROC)
         assert [m.step for m in history] == [int(r[keys.EPOCH]) for r in rows]

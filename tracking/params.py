@@ -27,6 +27,22 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
+def trial_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """A trial's whole resolved config as params: the keys Ray passed (the search's base and
+    searched keys) on top of every other ``VAEConfig`` key's default, so a child run shows the
+    config that trained it — not only what was searched. Unknown keys are kept as given."""
+    from vae.config import VAEConfig
+
+    flat = {key.replace("/", "."): value for key, value in flatten_params(config).items()}
+    known = {key: _value(flat[key]) for key in VAEConfig.valid_keys() if key in flat}
+    try:
+        resolved = VAEConfig().with_overrides(known).flat()
+    except (ValueError, TypeError):  # not a config this code can build: log it as it came
+        return flatten_params(config)
+    extra = {key: value for key, value in flat.items() if key not in resolved}
+    return flatten_params({**resolved, **{k: flat[k] for k in known}, **extra})
+
+
 def metrics_from_result(result: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Every numeric ``split/quantity`` value of a reported result (``train/loss``, ``val/auroc``).
 

@@ -26,7 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from tracking import settings as names
 from tracking.artifacts import stage_checkpoint
 from tracking.finish import SearchOutcome, close_trial, finish_search, warm_up
-from tracking.params import flatten_params, max_epochs_of, metrics_from_result
+from tracking.params import flatten_params, max_epochs_of, metrics_from_result, trial_params
 from tracking.probe import ProbeSet
 from tracking.restore import TrialState, child_runs, find_parent, restored_trials
 from tracking.settings import TrackingSettings, check_search_name
@@ -149,7 +149,7 @@ class SearchTracker:
             self.writer.submit(f"reopen run of trial {trial_id}", self._reopen, state)
             return
         state = self.trials[trial_id] = TrialState(trial_id, max_epochs=max_epochs)
-        params = flatten_params(config)
+        params = trial_params(config)
         self.writer.submit(f"create run of trial {trial_id}", self._create_child, state,
                            name or trial_id, params)
 
