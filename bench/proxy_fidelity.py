@@ -1,20 +1,24 @@
 """Objective fidelity on real fabric: which validation figure picks the model that finds real
 defects (not a test).
 
-One search on an AITEX-layout data set (FIFO, every epoch's checkpoint kept, no tracking), then
-every trial's best checkpoint *by each objective* is scored on the search's own test split
-(defect-free test strips and the defective strips not held out for real validation). With FIFO
-and the random sampler the trials do not depend on the objective, so one search answers for all
-three: ``synthetic`` (``val/auroc``), ``real`` (``val/real_auroc``) and ``blend`` (their mean).
-(Under ASHA the objective would also decide which trials run on; that is not measured here.)
+One search on an AITEX-layout data set (FIFO, every epoch's checkpoint kept, no tracking); then,
+for each objective — ``synthetic`` (``val/auroc``), ``real`` (``val/real_auroc``), ``blend``
+(their mean) — every trial's best epoch *and scorer* by that objective is scored on the search's
+own test split (defect-free test strips and the defective strips not held out for real
+validation). With FIFO and the random sampler the trials do not depend on the objective, and
+every epoch reports every scorer's synthetic and real AUROC (``val/*_by_scorer/<name>``), so one
+search gives exactly what each objective would have chosen. (Under ASHA the objective would also
+decide which trials run on; that is not measured here.)
 
-Prints per trial the synthetic and real validation figures and the test fabric-matched AUROC;
-Spearman of each validation figure with the test figure over the trials; per objective the
-champion's test figure ÷ the best trial's, and last ``ratio champion-vs-best-real: X`` for the
-default objective (``search.objective.DEFAULT_WITH_LABELS``).
+Prints per trial the synthetic and real validation figures and the test fabric-matched AUROC of
+each objective's pick; Spearman of each objective with the test figure over the trials; per
+objective ``ratio champion-vs-best-real[<objective>]`` = the champion's test figure ÷ the best
+trial's; and last ``ratio champion-vs-best-real: X`` for the default objective
+(``search.objective.DEFAULT_WITH_LABELS``).
 
     .venv/bin/python bench/proxy_fidelity.py --data-root ../shared/data/aitex-dev
     .venv/bin/python bench/proxy_fidelity.py --num-samples 6 --max-epochs 3 --work /tmp/pf
+    .venv/bin/python bench/proxy_fidelity.py --experiment /tmp/pf/ray_results/fidelity  # re-analyse
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from ray import tune
 from scipy.stats import spearmanr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,9 +41,11 @@ import vae  # noqa: E402
 from search import launcher  # noqa: E402
 from search.objective import DEFAULT_WITH_LABELS, OBJECTIVES, combine  # noqa: E402
 from search.settings import SearchSettings  # noqa: E402
+from search.trainable import train_vae  # noqa: E402
 from vae import keys  # noqa: E402
-from vae.score import score_patches  # noqa: E402
+from vae.data import load_splits  # noqa: E402
 from vae.score.metrics import evaluate_scores  # noqa: E402
+from vae.score.scorers import SCORERS, candidates, pick_best, score_candidates  # noqa: E402
 
 
 def _rows(result) -> list[dict]:
@@ -45,9 +53,14 @@ def _rows(result) -> list[dict]:
     return [] if frame is None else frame.to_dict("records")
 
 
-def _value(row: dict, objective: str) -> float:
-    real = row.get(keys.VAL_REAL_AUROC, math.nan)
-    return combine(objective, float(row[keys.VAL_AUROC]), float(real))
+def _pick(row: dict, objective: str) -> tuple[float, str]:
+    """``(value, scorer)``: the scorer this objective prefers at this epoch, as validate does."""
+    values = {name: combine(objective, float(row.get(f"{keys.VAL_AUROC_BY_SCORER}/{name}",
+                                                     math.nan)),
+                            float(row.get(f"{keys.VAL_REAL_AUROC_BY_SCORER}/{name}", math.nan)))
+              for name in SCORERS}
+    best = pick_best(values)
+    return values[best], best
 
 
 def _checkpoints(result) -> dict[int, str]:
@@ -59,83 +72,103 @@ def _spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic) if len(a) >= 3 else math.nan
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default=str(REPO.parent / "shared/data/aitex-dev"))
-    parser.add_argument("--num-samples", type=int, default=8)
-    parser.add_argument("--max-epochs", type=int, default=4)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-defects", default="builtin", help="builtin or matched")
-    parser.add_argument("--work", default=None, help="keep outputs here (default: a temp dir)")
-    args = parser.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="aitexvae-fidelity-")).resolve()
-    settings = SearchSettings(
-        name="fidelity", data_root=str(Path(args.data_root).resolve()), data_format="aitex",
-        image_size=args.image_size, num_samples=args.num_samples, max_epochs=args.max_epochs,
-        seed=args.seed, val_defects=args.val_defects, scheduler="fifo", objective="synthetic",  # FIFO: ranking is post hoc
-        keep_checkpoints=args.max_epochs, storage_path=str(work / "ray_results"),
-        tracking=False, verbose=0)
-    started = time.perf_counter()
-    outcome = launcher.search(settings)
-    search_s = time.perf_counter() - started
-    splits = outcome.prepared.splits
-    test, real_val = splits.test, splits.real_val
-    print(f"search: {len(outcome.results)} trials x <= {args.max_epochs} epochs in "
-          f"{search_s / 60:.1f} min; real validation {len(real_val)} patches "
-          f"({int(real_val.labels.sum())} anomalous); test {len(test)} patches "
-          f"({int(test.labels.sum())} anomalous)", flush=True)
+class TestScores:
+    """Test fabric-matched AUROC of (checkpoint, scorer), one forward pass per checkpoint."""
 
-    tested: dict[str, float] = {}  # checkpoint path -> test fabric-matched AUROC
+    def __init__(self, test) -> None:
+        self.test, self.cache = test, {}
 
-    def test_auroc(path: str) -> float:
-        if path not in tested:
-            scores, _ = score_patches(vae.load(path), test.images, keep_maps=False)
-            tested[path] = float(evaluate_scores(scores, test.labels, strips=test.strip)
-                                 ["patch_auroc_fabric_matched"])
-        return tested[path]
+    def __call__(self, path: str, scorer: str) -> float:
+        if path not in self.cache:
+            model = vae.load(path)
+            configs = candidates(replace(model.config.score, select="best"))
+            scores = score_candidates(model, self.test.images, configs)
+            self.cache[path] = {name: float(evaluate_scores(
+                values, self.test.labels, strips=self.test.strip)["patch_auroc_fabric_matched"])
+                for name, values in scores.items()}
+        return self.cache[path][scorer]
 
-    trials = []  # (trial id, {objective: (best value, test figure)}, best synthetic, best real)
-    for result in outcome.results:
-        rows = [r for r in _rows(result) if r.get("nonfinite") == 0
-                and math.isfinite(r.get(keys.VAL_AUROC, math.nan))]
+
+def analyse(results, splits) -> dict[str, float]:
+    test = TestScores(splits.test)
+    trials = []  # (trial id, {objective: (value, test figure, epoch, scorer)})
+    for result in results:
+        rows = [r for r in _rows(result) if r.get("nonfinite") == 0]
         checkpoints = _checkpoints(result)
-        if not rows or not checkpoints:
+        rows = [r for r in rows if int(r[keys.EPOCH]) in checkpoints]
+        if not rows:
             continue
         picks = {}
         for objective in OBJECTIVES:
-            best = max((r for r in rows if int(r[keys.EPOCH]) in checkpoints),
-                       key=lambda r, o=objective: _value(r, o))
-            picks[objective] = (_value(best, objective),
-                                test_auroc(checkpoints[int(best[keys.EPOCH])]))
-        trials.append((str(result.metrics.get("trial_id")), picks,
-                       max(r[keys.VAL_AUROC] for r in rows),
-                       max(r.get(keys.VAL_REAL_AUROC, math.nan) for r in rows)))
-        print(f"  scored trial {trials[-1][0]} ({len(tested)} checkpoints so far)", flush=True)
-
-    print(f"\n{'trial':<10}{'val/auroc':>10}{'val/real':>10}   test fabric-matched by "
-          + ", ".join(OBJECTIVES))
-    for trial_id, picks, synthetic, real in trials:
-        print(f"{trial_id:<10}{synthetic:>10.4f}{real:>10.4f}   "
-              + ", ".join(f"{picks[o][1]:.4f}" for o in OBJECTIVES))
-    synthetic_best = [t[2] for t in trials]
-    real_best = [t[3] for t in trials]
-    test_by = {o: [t[1][o][1] for t in trials] for o in OBJECTIVES}
+            value, row, scorer = _best(rows, objective)
+            epoch = int(row[keys.EPOCH])
+            picks[objective] = (value, test(checkpoints[epoch], scorer), epoch, scorer)
+        trials.append((str(result.metrics.get("trial_id")), picks))
+        print(f"  scored trial {trials[-1][0]}", flush=True)
+    print(f"\n{'trial':<10}" + "".join(f"{o + ' val':>16}{'test':>8}{'ep':>4}" for o in OBJECTIVES))
+    for trial_id, picks in trials:
+        print(f"{trial_id:<10}" + "".join(f"{picks[o][0]:>16.4f}{picks[o][1]:>8.4f}{picks[o][2]:>4}"
+                                          for o in OBJECTIVES))
+    synthetic = [p["synthetic"][0] for _, p in trials]
+    real = [p["real"][0] for _, p in trials]
     print(f"\nSpearman over {len(trials)} trials:")
-    print(f"  val/auroc vs val/real_auroc (the fidelity a search reports): "
-          f"{_spearman(synthetic_best, real_best):+.2f}")
-    for objective in OBJECTIVES:
-        values = [t[1][objective][0] for t in trials]
-        print(f"  {objective:<9} objective vs test fabric-matched: "
-              f"{_spearman(values, test_by[objective]):+.2f}")
+    print(f"  best val/auroc vs best val/real_auroc (the fidelity a search reports): "
+          f"{_spearman(synthetic, real):+.2f}")
     ratios = {}
     for objective in OBJECTIVES:
+        values = [p[objective][0] for _, p in trials]
+        tests = [p[objective][1] for _, p in trials]
         champion = max(trials, key=lambda t, o=objective: t[1][o][0])
-        best_test = max(test_by[objective])
-        ratios[objective] = champion[1][objective][1] / best_test
+        ratios[objective] = champion[1][objective][1] / max(tests)
+        print(f"  {objective:<9} objective vs its picks' test fabric-matched AUROC: "
+              f"{_spearman(values, tests):+.2f}")
         print(f"ratio champion-vs-best-real[{objective}]: {ratios[objective]:.4f} (champion "
-              f"{champion[0]} test {champion[1][objective][1]:.4f}, best trial {best_test:.4f})")
-    print(f"outputs in {work}")
+              f"{champion[0]}, scorer {champion[1][objective][3]}, epoch "
+              f"{champion[1][objective][2]}: test {champion[1][objective][1]:.4f}; best trial "
+              f"{max(tests):.4f})")
+    return ratios
+
+
+def _best(rows: list[dict], objective: str) -> tuple[float, dict, str]:
+    scored = [(*_pick(r, objective), r) for r in rows]
+    value, scorer, row = max(scored, key=lambda t: t[0])
+    return value, row, scorer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", default=str(REPO.parent / "shared/data/aitex-dev"))
+    parser.add_argument("--num-samples", type=int, default=10)
+    parser.add_argument("--max-epochs", type=int, default=5)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-defects", default="builtin", help="builtin or matched")
+    parser.add_argument("--experiment", default=None,
+                        help="analyse this finished search instead of running one")
+    parser.add_argument("--work", default=None, help="keep outputs here (default: a temp dir)")
+    args = parser.parse_args()
+    settings = SearchSettings(
+        name="fidelity", data_root=str(Path(args.data_root).resolve()), data_format="aitex",
+        image_size=args.image_size, num_samples=args.num_samples, max_epochs=args.max_epochs,
+        seed=args.seed, val_defects=args.val_defects, scheduler="fifo",
+        objective="synthetic",  # FIFO + random: the trials do not depend on it; ranking is post hoc
+        keep_checkpoints=args.max_epochs, tracking=False, verbose=0,
+        storage_path=str(Path(args.work or tempfile.mkdtemp(prefix="aitexvae-fidelity-"))
+                         / "ray_results"))
+    splits = load_splits(settings.data_config())
+    if args.experiment:
+        results = tune.Tuner.restore(args.experiment, train_vae).get_results()
+        print(f"analysing {args.experiment}")
+    else:
+        started = time.perf_counter()
+        results = launcher.search(settings).results
+        print(f"search: {len(results)} trials x <= {args.max_epochs} epochs in "
+              f"{(time.perf_counter() - started) / 60:.1f} min ({settings.storage_path})")
+    real = splits.real_val
+    print(f"real validation {len(real)} patches ({int(real.labels.sum())} anomalous); test "
+          f"{len(splits.test)} patches ({int(splits.test.labels.sum())} anomalous); validation "
+          f"defects {args.val_defects}", flush=True)
+    ratios = analyse(results, splits)
     print(f"ratio champion-vs-best-real: {ratios[DEFAULT_WITH_LABELS]:.4f}")
     return 0
 

@@ -7,6 +7,7 @@ through ``pyarrow.fs`` for the latter, exactly as Tune itself writes there.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -118,11 +119,14 @@ def check_storage(storage_path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".aitexvae-write-test-{os.getpid()}")
-        with open(probe, "wb") as handle:
-            handle.write(b"0")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.remove(probe)
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"0")
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(probe)
         free = shutil.disk_usage(path).free
     except OSError as error:
         if error.errno == errno.ENOSPC:

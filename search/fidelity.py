@@ -36,9 +36,11 @@ class Fidelity:
                 f"defects) and val/real_auroc (held-out real defects) over {self.trials} trials.")
         if not self.low:
             return text + " The synthetic objective ranks trials as real defects do here."
-        advice = "the champion was chosen by real defects, as it should be" \
-            if objective == "real" else \
-            "rank by the real figure with --objective real (or blend, the two averaged)"
+        advice = {"real": "this search ranked by real defects (--objective real), as it should",
+                  "blend": "this search ranked by both figures averaged (--objective blend); "
+                           "--objective real ranks by real defects alone"}.get(
+            objective, "rank by the real figure with --objective real (or blend, the two "
+                       "averaged)")
         return (text + f"\nWARNING: low. On this data the synthetic-defect objective does not "
                 f"rank models the way real defects do, so it cannot be trusted to pick the best "
                 f"detector; {advice}.")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 
+from vae import keys
+
 OBJECTIVES = ("synthetic", "real", "blend")
 CHOICES = ("auto", *OBJECTIVES)
 DEFAULT_WITH_LABELS = "blend"
@@ -39,6 +41,12 @@ def resolve(requested: str, has_real_labels: bool) -> str:
             "has none held out (no defective strips with masks, or data.real_val_fraction=0); "
             "use --objective synthetic")
     return requested
+
+
+def figures(objective: str) -> tuple[str, ...]:
+    """The metric keys ``val/objective`` is made of under ``objective``."""
+    return {"synthetic": (keys.VAL_AUROC,), "real": (keys.VAL_REAL_AUROC,),
+            "blend": (keys.VAL_AUROC, keys.VAL_REAL_AUROC)}[objective]
 
 
 def combine(objective: str, synthetic: float, real: float) -> float:

@@ -34,7 +34,19 @@ REAL_DEFAULTS = {"image_size": 256, "num_samples": 8, "max_epochs": 8}
 # Spearman correlation of epoch-k val/auroc with a trial's best was -0.39, 0.05, 0.13 for k = 1-3,
 # 0.52 at 4 and 0.87 at 6 (VAEs often sit on a plateau for a few epochs, then take off).
 GRACE_FRACTION = 0.25
+# What a search saved before these fields existed did: native resolution, ranked by val/auroc.
+SAVED_BEFORE_FIELD = {"resize": 0, "objective": "synthetic", "val_defects": "builtin"}
+DATA_FLAGS = {"train_stride": "--train-stride", "resize": "--resize",
+              "val_defects": "--val-defects"}
 RUNTIME_FIELDS = ("address", "storage_path", "tracking", "tracking_uri", "experiment", "verbose")
+
+
+def _flag_of(error: ConfigError) -> str:
+    """``"--resize: "`` for an error about ``data.resize``: the flag the user typed."""
+    for key, flag in DATA_FLAGS.items():
+        if str(error).startswith(f"data.{key}="):
+            return f"{flag}: "
+    return ""
 
 
 def _positive_int(name: str, value: object, low: int = 1) -> None:
@@ -142,13 +154,10 @@ class SearchSettings:
                 raise ConfigError(str(error)) from None
         if self.space_file is not None and not Path(self.space_file).is_file():
             raise ConfigError(f"--space={self.space_file!r}: no such file")
-        for flag, value in (("--train-stride", self.train_stride), ("--resize", self.resize),
-                            ("--val-defects", self.val_defects)):
-            if value is not None:
-                try:
-                    self.data_config()  # DataConfig owns these rules
-                except ConfigError as error:
-                    raise ConfigError(f"{flag}: {error}") from None
+        try:
+            self.data_config()  # DataConfig owns the rules of --train-stride, --resize, ...
+        except ConfigError as error:
+            raise ConfigError(f"{_flag_of(error)}{error}") from None
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -195,7 +204,9 @@ class SearchSettings:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown search setting(s) {unknown}; valid: {sorted(names)}")
-        return cls(**data)
+        # Settings saved before a field existed resume as that search ran, not with today's
+        # defaults (a folder set resized, trials ranked by another objective mid-search).
+        return cls(**{**SAVED_BEFORE_FIELD, **data})
 
     def for_resume(self, runtime: Mapping[str, Any]) -> SearchSettings:
         """These (saved) settings with only the runtime fields replaced."""

@@ -30,6 +30,7 @@ from search.space import Choice, Distribution, Fixed, RandInt, SearchSpace, Spac
 from vae.config import VAEConfig
 
 FLAG_KEYS = {"model.image_size": "--image-size", "model.in_channels": "the data (its channels)",
+             "model.input_resize": "--resize",
              "train.num_epochs": "--max-epochs", "train.seed": "--seed"}
 MAX_FILE_BYTES, MAX_DEPTH, MAX_EVENTS = 64 << 10, 8, 20_000  # see _check_shape
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")

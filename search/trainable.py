@@ -32,7 +32,7 @@ import torch
 from ray import tune
 
 from search.keys import NONFINITE, RESUMED_FROM
-from search.objective import combine
+from search.objective import combine, figures
 from vae import keys
 from vae.config import ScoreConfig, VAEConfig
 from vae.io import OPTIMIZER_FILE, load, load_optimizer, save, save_optimizer
@@ -207,9 +207,11 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
             data.objective)
         model.config = replace(vae_config, score=scorer)  # the checkpoint scores as reported
         # One scorer's undefined AUROC is that scorer's problem (pick_best skips it), not the
-        # trial's: only the reported objective and the losses decide a non-finite stop.
+        # trial's, and so is a figure the objective does not use: only the objective's figures
+        # and the losses decide a non-finite stop.
+        unused = {keys.VAL_AUROC, keys.VAL_REAL_AUROC} - set(figures(data.objective))
         bad = sorted(k for k, v in {**train_metrics, **val_metrics}.items()
-                     if not math.isfinite(v) and not k.startswith(BY_SCORER))
+                     if not math.isfinite(v) and not k.startswith(BY_SCORER) and k not in unused)
         if bad:
             return _report_nonfinite(done, start, f"non-finite {bad}")
         # Key order matters: Ray's trial table shows the first few reported metrics.

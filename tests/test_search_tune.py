@@ -113,7 +113,7 @@ def test_a_trial_that_goes_nan_stops_at_its_first_nonfinite_report_and_is_never_
         assert [r[keys.EPOCH] for r in _rows(result)] == [1, 2, 3]
     assert outcome.summary.count("nonfinite") == len(by_lr[1.0])
     assert outcome.summary.winner.config["train.learning_rate"] == 0.001
-    ray_best = outcome.results.get_best_result(keys.VAL_AUROC, "max", scope="all")
+    ray_best = outcome.results.get_best_result(keys.OBJECTIVE, "max", scope="all")
     assert ray_best.config["train.learning_rate"] == 0.001
 
 

@@ -165,7 +165,7 @@ def test_ctrl_c_leaves_mlflow_truthful_and_resume_finishes_the_search(tmp_path,
         resumed = subprocess.run([AITEXVAE, "tune", "--resume", "interrupted", "--address",
                                   cluster.address, *common], env=env, capture_output=True,
                                  text=True, timeout=300)
-        assert resumed.returncode in (0, 130), resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     runs = _runs(uri)
     (parent,) = [r for r in runs if r.data.tags.get(names.TAG_ROLE) == "search"]
     assert parent.info.status == "FINISHED"

@@ -139,14 +139,14 @@ def test_probe_picture_and_best_checkpoint_on_every_trial_with_a_finite_auroc(tr
     children = _children(tracked)
     for result in tracked["outcome"].results:
         run_id = children[result.metrics["trial_id"]].info.run_id
-        finite = [r for r in _ray_rows(result) if math.isfinite(r[keys.VAL_AUROC])]
+        finite = [r for r in _ray_rows(result) if math.isfinite(r[keys.OBJECTIVE])]
         best = sorted(a.path for a in client.list_artifacts(run_id, "checkpoints/best"))
         probe = [a.path for a in client.list_artifacts(run_id, "probe")]
         if finite:
             assert best == ["checkpoints/best/calibration.json", "checkpoints/best/config.json",
                             "checkpoints/best/model.safetensors"]
             assert probe == ["probe/probe.png"]
-            top = max(finite, key=lambda r: r[keys.VAL_AUROC])
+            top = max(finite, key=lambda r: r[keys.OBJECTIVE])
             tags = children[result.metrics["trial_id"]].data.tags
             assert int(tags[names.TAG_BEST_EPOCH]) == int(top[keys.EPOCH])
         else:  # the NaN trial reported once, without a checkpoint

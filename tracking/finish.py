@@ -179,10 +179,11 @@ def finish_search(tracker: SearchTracker, status: str, register: bool) -> Search
             logger.warning("MLflow: %s failed: %s: %s", what, type(error).__name__, error)
             tracker.writer.failures.append(f"{what}: {type(error).__name__}: {error}")
     parent = tracker.parent_run_id
-    if status != "FINISHED":  # interrupted: say why in the UI, and how to go on
+    if status != "FINISHED":  # say why in the UI, and how to go on
+        what = "interrupted before every trial finished" if status == "KILLED" else "failed"
         tracker.client.set_tag(parent, names.TAG_STOP_REASON, (
-            f"search ended {status}: interrupted before every trial finished; no champion was "
-            f"registered. `aitexvae tune --resume {tracker.search_name}` continues it"))
+            f"search ended {status}: {what}; no champion was registered. `aitexvae tune "
+            f"--resume {tracker.search_name}` (with the same --storage-path) continues it"))
     elif names.TAG_STOP_REASON in tracker.client.get_run(parent).data.tags:  # resumed, done
         tracker.client.delete_tag(parent, names.TAG_STOP_REASON)
     tracker.client.set_terminated(parent, status=status)

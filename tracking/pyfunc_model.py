@@ -83,6 +83,8 @@ class AitexVAEScorer(PythonModel):
         from vae.data.resize import resize_image
         from vae.score import score_patches
 
+        if not len(images):
+            return np.zeros(0, np.float32)
         resized = np.stack([resize_image(image, resize) for image in images])
         if resize == patch_size:
             return score_patches(self.model, resized, keep_maps=False)[0]

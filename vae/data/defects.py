@@ -9,7 +9,8 @@ Fabric Database for Defect Detection Methods and Results", Autex Research Journa
 Each kind draws an opacity map ``alpha`` and a target image; the patch becomes
 ``(1 - alpha) * patch + alpha * target``. ``alpha`` is in [0.5, 1] inside the defect and exactly
 0 outside, so the mask (``alpha > 0``) is exact: no pixel outside it changes, and every pixel
-inside moves at least half of the contrast step (>= 20 gray levels unless clipped at 0/255).
+inside moves at least half of the contrast step (>= 20 gray levels unless clipped at 0/255; a
+matched defect, below, moves its pixels by its real contrast, at least ``MIN_STEP`` on average).
 Sizes scale with the patch, so defects stay visible on 64-pixel patches and small on 256.
 
 Those built-in sizes and contrasts are far larger and stronger than most real AITEX defects
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MIN_STEP = 3.0  # gray levels: the faintest matched defect (see _match)
 KINDS = ("line_break", "hole", "stain", "thick_place", "thin_place")
 
 
@@ -127,8 +129,10 @@ def measure(images: np.ndarray, masks: np.ndarray) -> DefectStatistics | None:
             continue
         gray = patch.astype(np.float32).mean(0)
         clean = gray[~mask]
-        contrasts.append(abs(float(gray[mask].mean() - clean.mean())) / max(float(clean.std()),
-                                                                             1.0))
+        # mean |change| per defect pixel, as _match sets it (a mean of signed differences would
+        # call a defect with dark and light parts invisible)
+        change = float(np.abs(gray[mask] - clean.mean()).mean())
+        contrasts.append(change / max(float(clean.std()), 1.0))
         areas.append(area)
     if not areas:
         return None
@@ -149,7 +153,8 @@ def _match(alpha: np.ndarray, delta: np.ndarray, gray: np.ndarray, rng: np.rando
         alpha = np.where(keep, alpha, 0.0).astype(np.float32)
     inside = alpha > 0
     change = float(np.abs(alpha * delta)[inside].mean()) if inside.any() else 0.0
-    wanted = contrast * max(float(gray.std()), 1.0)
+    # at least MIN_STEP gray levels: a labelled defect must change its pixels after rounding
+    wanted = max(contrast * max(float(gray.std()), 1.0), MIN_STEP)
     return alpha, delta * (wanted / change if change > 0 else 1.0)
 
 
