@@ -55,6 +55,8 @@ def run(args: argparse.Namespace, scheduler: str, seed: int, storage: str) -> Re
                               num_samples=args.trials, max_epochs=args.epochs,
                               scheduler=scheduler, grace_period=args.grace_period,
                               reduction_factor=args.reduction_factor, seed=seed,
+                              # ASHA stops by the objective; this bench measures val/auroc
+                              objective="synthetic",
                               storage_path=storage, tracking=False, verbose=0)
     log = ReportLog()
     outcome = launcher.search(settings, callbacks=[log])

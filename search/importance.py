@@ -103,7 +103,7 @@ def format_importances(importances: Mapping[str, float], n_trials: int, width: i
         return []
     name_width = max(len(k) for k in importances)
     lines = [f"\nWhich knobs mattered (fANOVA over {n_trials} ranked trials; relative "
-             "importance for val/auroc, summing to 1):"]
+             "importance for the objective, summing to 1):"]
     lines += [f"  {key.ljust(name_width)}  {value:5.3f}  {'#' * round(value * width)}"
               for key, value in importances.items()]
     return lines

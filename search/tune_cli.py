@@ -45,8 +45,10 @@ Naming loss.mse_weight / loss.bce_weight / loss.fft_weight replaces the default 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune", help="search VAE hyperparameters with Ray Tune",
-        description="Search VAE hyperparameters on Ray Tune, ranking trials by val/auroc "
-                    "(held-out normal patches vs the same patches with synthetic defects).",
+        description="Search VAE hyperparameters on Ray Tune, ranking trials by val/objective: "
+                    "val/auroc (held-out normal patches vs the same patches with synthetic "
+                    "defects), val/real_auroc (held-out real defects, when the data has them), "
+                    "or their mean (--objective).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--name", help="experiment name (default: tune-<date>-<time>)")
@@ -105,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-failures", type=int, default=2,
                      help="retries of a failed trial, from its last checkpoint (default 2)")
     run.add_argument("--keep-checkpoints", type=int, default=2,
-                     help="checkpoints kept per trial, best by val/auroc, plus the latest")
+                     help="checkpoints kept per trial, best by val/objective, plus the latest")
     run.add_argument("--address", help="join a running Ray cluster: 'auto' or host:port "
                      "(default: start a local Ray)")
     run.add_argument("--storage-path", default="ray_results",

@@ -26,16 +26,16 @@ TAG_ROLE = "aitexvae.role"  # "search" (parent) or "trial" (child)
 TAG_SEARCH = "aitexvae.search"  # search name, on parent and children
 TAG_SEARCH_ID = "aitexvae.search_id"  # unique per search; kept by a restored Tune callback
 TAG_TRIAL_ID = "aitexvae.trial_id"
-# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless this experiment
-# tag says it is classic model development; then it opens on the runs table.
 def best_metric(objective: str) -> str:
     """``val/objective`` → ``best/val_objective``: a child's best value so far (the parent: its
     champion's), a number the runs table sorts by."""
     return "best/" + objective.replace("/", "_")
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless this experiment
+# tag says it is classic model development; then it opens on the runs table.
 TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-TAG_STOP_REASON = "aitexvae.stop_reason"  # why a child ended KILLED or FAILED
+TAG_STOP_REASON = "aitexvae.stop_reason"  # why a child (or the parent) ended KILLED or FAILED
 TAG_BEST_OBJECTIVE = "aitexvae.best_objective"
 TAG_BEST_EPOCH = "aitexvae.best_epoch"
 TAG_LAST_EPOCH = "aitexvae.last_epoch"

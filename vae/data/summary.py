@@ -7,12 +7,13 @@
 - ``strips``: ``{"normal": n, "defective": n}`` strips used;
 - ``fabrics``: ``{fabric: {"normal": n, "defective": n}}`` strips used per fabric;
 - ``patches``: ``{"total": n, "anomalous": n}`` over all strips used (before splitting);
-- ``splits``: ``{"train"|"val"|"test": {"strips": n, "patches": n, "anomalous": n,
-  "synthetic": n}}`` (val's anomalous patches are its synthetic-defect copies);
+- ``splits``: ``{"train"|"val"|"real_val"|"test": {"strips": n, "patches": n, "anomalous": n,
+  "synthetic": n}}`` (val's anomalous patches are its synthetic-defect copies; real_val only
+  when defective strips were held out);
 - ``skipped``: ``[{"file": path relative to root, "reason": text, "kind": group}]`` files not
   used (``kind`` is the reason without file details, for counting);
 - ``notes``: ``[{"file": ..., "note": text, "kind": group}]`` files used with a remark (mode
-  converted, masks unioned, non-standard name, resized, edge-aligned last patch);
+  converted, masks unioned, non-standard name, edge-aligned last patch);
 - ``cache``: ``{"hit": bool, "path": str | null}`` where the decoded patches live.
 """
 

@@ -1,10 +1,11 @@
 """Score a set of images end to end: ``scores.csv``, ``metrics.json``, overlays, ``summary.json``.
 
-Images stream through one at a time, resized first when the model's data was
-(``model.input_resize``, or ``resize=`` to override; maps are resized back, so pixel metrics
-and overlays are at the original size and compare with the original mask). Images (a strip is cut into patches, patches of several strips are
-scored together so a GPU sees full batches), so memory stays bounded on a full AITEX set. Pixel
-metrics are computed on the stitched strip maps (a defect cut by a patch border stays one region).
+Images stream through one at a time: each is resized first when the model's data was
+(``model.input_resize``, or ``resize=`` to override) and cut into patches; patches of several
+images are scored together so a GPU sees full batches, and memory stays bounded on a full AITEX
+set. Pixel metrics are computed on the stitched maps (a defect cut by a patch border stays one
+region), resized back to the original image, so metrics and overlays compare with the original
+mask.
 Only the ``max_overlays`` most interesting strips are kept for pictures: defective ones first,
 then the highest-scoring ones.
 """
