@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 
 import ray
@@ -137,6 +138,35 @@ def check_storage(storage_path: str) -> None:
         raise ClusterError(f"no space left on --storage-path {path}: {free >> 20} MiB free, a "
                            f"search needs at least {MIN_FREE_BYTES >> 20} MiB for its "
                            "checkpoints")
+
+
+def check_trusted(experiment_path: str) -> None:
+    """Refuse to resume from a local experiment that others could have written to.
+
+    ``--resume`` hands Tune its own pickles (``tuner.pkl``, the searcher's state), and
+    unpickling runs whatever a writer put there. On a local path, every such file and the
+    folders above it must belong to this user (or root) and be writable by no one else. A
+    bucket (``s3://``, ``gs://``) is the operator's to lock down: see the README's cluster
+    section.
+    """
+    if is_uri(experiment_path):
+        return
+    me = os.getuid()
+    folder = os.path.realpath(experiment_path)
+    paths = [folder] + [os.path.join(folder, name) for name in sorted(os.listdir(folder))
+                        if name.endswith((".pkl", ".json"))]
+    for path in paths:
+        info = os.stat(path)
+        problems = []
+        if info.st_uid not in (me, 0):
+            problems.append(f"owned by uid {info.st_uid}")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            problems.append(f"writable by others (mode {oct(info.st_mode & 0o777)})")
+        if problems:
+            raise ClusterError(
+                f"refusing to resume from {experiment_path}: {path} is {' and '.join(problems)}; "
+                "resuming unpickles Tune's state from there, so whoever can write it can run "
+                f"code here. Check it, then `chmod -R go-w {experiment_path}` (and chown it)")
 
 
 # -- small files on local or remote storage ------------------------------------------------------

@@ -134,6 +134,7 @@ def _saved_settings(experiment_path: str, given: SearchSettings) -> SearchSettin
     if not tune.Tuner.can_restore(experiment_path) or not cluster.exists(path):
         raise SearchError(f"nothing to resume at {experiment_path}: no search was started there "
                           "(check --name/--resume and --storage-path)")
+    cluster.check_trusted(experiment_path)  # before Tune unpickles anything from it
     saved = SearchSettings.from_dict(json.loads(cluster.read_text(path))["settings"])
     return saved.for_resume({k: getattr(given, k) for k in RUNTIME_FIELDS})
 
