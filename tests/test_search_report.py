@@ -154,3 +154,15 @@ def test_proxy_fidelity_is_over_finished_trials_and_warns_when_low(tmp_path):
     assert agree.spearman == pytest.approx(1.0) and not agree.low and LOW < 1.0
     few = summarize(opposite[:MIN_TRIALS - 1]).fidelity
     assert math.isnan(few.spearman) and "not measured" in few.describe("synthetic")
+
+
+def test_settings_saved_before_the_new_fields_resume_as_that_search_ran():
+    old = SearchSettings(data_root="/data/f", data_format="folder", image_size=32).to_dict()
+    for key in ("resize", "objective", "val_defects"):
+        old.pop(key)
+    restored = SearchSettings.from_dict(old)
+    assert (restored.resize, restored.objective, restored.val_defects) == (0, "synthetic",
+                                                                          "builtin")
+    assert restored.base_config()["model.input_resize"] == 0  # native, as it was trained
+    assert SearchSettings(data_root="/data/f", data_format="folder",
+                          image_size=32).data_config().resize == 32  # a new search resizes

@@ -117,3 +117,10 @@ def test_hostile_space_files_are_refused_cheaply_in_one_message(tmp_path, conten
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                           text=True, timeout=120, check=True)
     assert int(done.stdout) / 1024 < 1024, done.stdout  # MiB (torch's import is ~450)
+
+
+def test_the_resize_stored_with_the_model_is_a_flag_not_a_space_key(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("model.input_resize: 64\n")
+    with pytest.raises(SpaceError, match=r"model.input_resize.*--resize"):
+        load_space_file(path)
