@@ -108,7 +108,8 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
         if not len(splits.val) or len(set(splits.val.labels.tolist())) < 2:
             raise SearchError(f"the validation split has {len(splits.val)} patches; val/auroc "
                               "needs held-out normal patches (give more defect-free strips)")
-        objective = resolve_objective(settings.objective, splits.has_real_val)
+        real_defects = int(splits.real_val.labels.sum()) if splits.has_real_val else 0
+        objective = resolve_objective(settings.objective, real_defects)
         cluster.check_storage(settings.storage_path)  # the last check before Ray starts
     except (SpaceError, ConfigError, DataError, ObjectiveError) as error:
         raise SearchError(str(error)) from None

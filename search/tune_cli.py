@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from search.objective import CHOICES as OBJECTIVE_CHOICES
-from search.objective import DEFAULT_WITH_LABELS
+from search.objective import DEFAULT_WITH_LABELS, MIN_REAL_DEFECTS
 from search.settings import (
     REAL_DEFAULTS,
     SCHEDULERS,
@@ -86,8 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     budget.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="auto",
                         help="what ranks trials: synthetic (val/auroc: synthetic defects), real "
                              "(val/real_auroc: held-out real defects), blend (their mean); auto: "
-                             f"{DEFAULT_WITH_LABELS} when the data has labelled defects, else "
-                             "synthetic")
+                             f"{DEFAULT_WITH_LABELS} with >= {MIN_REAL_DEFECTS} held-out "
+                             "defective patches, blend with fewer, synthetic without labels")
     budget.add_argument("--search-alg", choices=SEARCH_ALGORITHMS, default="random")
     budget.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
     budget.add_argument("--grace-period", type=int, default=None,

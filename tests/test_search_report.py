@@ -10,7 +10,13 @@ from ray.air.result import Result
 from ray.tune import Checkpoint
 
 from search.fidelity import LOW, MIN_TRIALS
-from search.objective import DEFAULT_WITH_LABELS, ObjectiveError, combine, resolve
+from search.objective import (
+    DEFAULT_WITH_LABELS,
+    MIN_REAL_DEFECTS,
+    ObjectiveError,
+    combine,
+    resolve,
+)
 from search.report import format_summary, summarize
 from search.settings import REAL_DEFAULTS, SYNTHETIC_DEFAULTS, SearchSettings
 from vae.config import ConfigError
@@ -128,12 +134,13 @@ def test_the_real_objective_ranks_by_the_real_figure_and_its_best_epoch(tmp_path
 
 
 def test_objective_resolution_follows_the_labels_and_refuses_real_without_them():
-    assert resolve("auto", has_real_labels=False) == "synthetic"
-    assert resolve("auto", has_real_labels=True) == DEFAULT_WITH_LABELS
-    assert resolve("synthetic", has_real_labels=True) == "synthetic"
+    assert resolve("auto", real_defects=0) == "synthetic"
+    assert resolve("auto", real_defects=MIN_REAL_DEFECTS) == DEFAULT_WITH_LABELS == "real"
+    assert resolve("auto", real_defects=MIN_REAL_DEFECTS - 1) == "blend"  # too few to rank by
+    assert resolve("synthetic", real_defects=50) == "synthetic"
     for choice in ("real", "blend"):
         with pytest.raises(ObjectiveError, match=f"--objective {choice} needs labelled defects"):
-            resolve(choice, has_real_labels=False)
+            resolve(choice, real_defects=0)
     with pytest.raises(ConfigError, match=r"--objective='best' is invalid; choose one of"):
         SearchSettings(objective="best")
 
