@@ -85,7 +85,7 @@ def test_staged_checkpoint_holds_weights_config_and_a_calibration_of_normal_scor
     ({"best_objective": "0.8", "nonfinite": "", "status": "FINISHED"}, True),
     # never from a failed trial (issue 11 item 5), whatever its checkpoints look like
     ({"best_objective": "0.8", "nonfinite": "", "status": "FAILED"}, False),
-    ({"best_objective": "0.9", "nonfinite": "val/auroc=nan at epoch 2", "status": "KILLED"},
+    ({"best_objective": "0.9", "nonfinite": "val/auroc=nan at epoch 2", "status": "FAILED"},
      False),
     ({"best_objective": "", "nonfinite": "", "status": "KILLED"}, False),
     ({"best_objective": "nan", "nonfinite": "", "status": "FINISHED"}, False),

@@ -1,5 +1,5 @@
 """A tiny real search (local Ray, the real launcher and trainable) tracked into a SQLite file:
-run layout, statuses (an ASHA-stopped trial and a NaN trial end KILLED), artifacts, the champion,
+run layout, statuses (an ASHA-stopped trial ends FINISHED, a NaN trial FAILED), artifacts, the champion,
 ``aitexvae pull`` and the pyfunc — checked against what Ray itself recorded."""
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def test_one_parent_one_child_per_trial_with_params_and_one_value_per_epoch(trac
                 assert len(client.get_metric_history(run.info.run_id, key)) == len(rows)
 
 
-def test_statuses_finished_killed_by_asha_and_killed_for_nan(tracked):
+def test_statuses_finished_also_when_stopped_by_asha_and_failed_for_nan(tracked):
     children = _children(tracked)
     kinds = set()
     for result in tracked["outcome"].results:
@@ -122,15 +122,16 @@ def test_statuses_finished_killed_by_asha_and_killed_for_nan(tracked):
         reason = run.data.tags.get(names.TAG_STOP_REASON, "")
         if any(r.get("nonfinite") for r in rows):
             kinds.add("nan")
-            assert run.info.status == "KILLED" and reason.startswith("non-finite"), reason
+            assert run.info.status == "FAILED" and reason.startswith("non-finite"), reason
         elif len(rows) < MAX_EPOCHS:
             kinds.add("asha")
-            assert run.info.status == "KILLED"
+            assert run.info.status == "FINISHED"
             assert reason == (f"stopped early by the scheduler after epoch {len(rows)} of "
-                              f"{MAX_EPOCHS}")
+                              f"{MAX_EPOCHS}") == run.data.tags[names.TAG_OUTCOME]
         else:
             kinds.add("finished")
             assert run.info.status == "FINISHED" and not reason
+            assert run.data.tags[names.TAG_OUTCOME] == f"completed all {MAX_EPOCHS} epochs"
     assert kinds == {"nan", "asha", "finished"}, "the seeded search should produce all three"
 
 

@@ -87,6 +87,8 @@ def close_trial(tracker: SearchTracker, state: TrialState, status: str, reason: 
             logger.warning("MLflow: no probe picture for trial %s: %s", state.trial_id, error)
     if reason is not None:
         tracker.client.set_tag(state.run_id, names.TAG_STOP_REASON, reason)
+    tracker.client.set_tag(state.run_id, names.TAG_OUTCOME,
+                           reason or f"completed all {state.last_epoch} epochs")
     tracker.client.set_terminated(state.run_id, status=status)
 
 

@@ -3,8 +3,10 @@
 SQLite takes one writer at a time, so trials never touch MLflow: the driver forwards their
 results here (``search/mlflow_callback.py``). Runs are found again by tags after a restart
 (parent: search name; child: trial id), so ``--resume`` continues them instead of duplicating.
-Child status: FINISHED (ran all epochs), KILLED (stopped early by the scheduler, or a
-non-finite metric; the reason is tagged), FAILED (an error). Every metric of a result is one
+Child status: FINISHED (ran all epochs, or stopped early by the scheduler), FAILED (an error,
+or a non-finite metric), KILLED (left unfinished by an interrupted search, or lost by Tune);
+``aitexvae.outcome`` says which in words on every child, ``aitexvae.stop_reason`` why one did
+not run all its epochs. Every metric of a result is one
 ``log_batch`` call with step = epoch.
 """
 
@@ -239,15 +241,17 @@ class SearchTracker:
         if state is None or state.ended:
             return "UNKNOWN" if state is None else "ENDED"
         state.ended = True
+        # KILLED only for what an interruption left unfinished: a scheduler's early stop is
+        # the search working (FINISHED, with the reason), a non-finite trial is a failure.
         if error is not None:
             status, reason = "FAILED", f"error: {error}"[:4000]
         elif state.nonfinite is not None:
-            status, reason = "KILLED", f"non-finite metric: {state.nonfinite}"
+            status, reason = "FAILED", f"non-finite metric: {state.nonfinite}"
         elif killed_reason is not None:
             status, reason = "KILLED", killed_reason
         elif state.max_epochs is not None and state.last_epoch < state.max_epochs:
-            status, reason = "KILLED", (f"stopped early by the scheduler after epoch "
-                                        f"{state.last_epoch} of {state.max_epochs}")
+            status, reason = "FINISHED", (f"stopped early by the scheduler after epoch "
+                                          f"{state.last_epoch} of {state.max_epochs}")
         else:
             status, reason = "FINISHED", None
         self.writer.submit(f"close run of trial {trial_id}", close_trial, self, state, status,

@@ -35,7 +35,8 @@ def best_metric(objective: str) -> str:
 # MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless this experiment
 # tag says it is classic model development; then it opens on the runs table.
 TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-TAG_STOP_REASON = "aitexvae.stop_reason"  # why a child (or the parent) ended KILLED or FAILED
+TAG_STOP_REASON = "aitexvae.stop_reason"  # why a child (or the parent) did not run to its end
+TAG_OUTCOME = "aitexvae.outcome"  # on every child: how it ended, in words
 TAG_BEST_OBJECTIVE = "aitexvae.best_objective"
 TAG_BEST_EPOCH = "aitexvae.best_epoch"
 TAG_LAST_EPOCH = "aitexvae.last_epoch"
