@@ -169,8 +169,10 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
             TAG_DATASET: dataset_fingerprint(prepared.splits),
             TAG_RAY_ADDRESS: prepared.cluster.address or "",  # "" → filled in by setup()
             "aitexvae.ray_experiment_path": prepared.experiment_path}
+    # Unset settings (None: "the default for the data") are left out rather than logged "None".
     params = {k: v for k, v in search.to_dict().items()
-              if k not in ("tracking", "tracking_uri", "experiment", "verbose")}
+              if k not in ("tracking", "tracking_uri", "experiment", "verbose") and v is not None}
+    params["objective"] = prepared.objective  # resolved ("auto" says nothing in the runs table)
     params["searched_keys"] = ",".join(prepared.searched_keys)
     callback = MlflowTrackingCallback(settings, search.name, val_images=val.images,
                                       val_labels=val.labels, search_params=params, tags=tags,

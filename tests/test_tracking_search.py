@@ -90,6 +90,8 @@ def test_one_parent_one_child_per_trial_with_params_and_one_value_per_epoch(trac
     assert len(client.search_runs([parent.info.experiment_id])) == 1 + len(results)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["scheduler"] == "asha" and parent.data.params["num_samples"] == "7"
+    assert "None" not in parent.data.params.values()
+    assert parent.data.params["objective"] == tracked["outcome"].prepared.objective
     assert parent.data.tags[names.TAG_SEARCH_SPACE].endswith("space.yaml")
     assert parent.data.tags[names.TAG_DATASET]
     assert parent.data.tags[names.TAG_RAY_ADDRESS]
