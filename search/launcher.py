@@ -24,7 +24,7 @@ from search import cluster
 from search.importance import search_importances
 from search.objective import ObjectiveError
 from search.objective import resolve as resolve_objective
-from search.report import SearchSummary, summarize
+from search.report import SearchSummary, summarize, unfinished_trials
 from search.searcher import SpaceSearcher, make_sampler
 from search.settings import RUNTIME_FIELDS, SETTINGS_FILE, SearchSettings
 from search.space import SearchSpace, SpaceError, fit_to_image_size
@@ -221,10 +221,7 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
 
 
 def _unfinished(prepared: PreparedSearch) -> int:
-    """From the experiment state Tune saved last (also on Ctrl-C): trial statuses."""
-    trials = tune.ExperimentAnalysis(prepared.experiment_path).trials
-    open_trials = sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
-    return open_trials + max(0, prepared.settings.num_samples - len(trials))
+    return unfinished_trials(prepared.experiment_path, prepared.settings.num_samples)
 
 
 def shutdown(prepared: PreparedSearch) -> None:

@@ -22,6 +22,7 @@ import ray
 from ray import tune
 
 from search.keys import NONFINITE
+from search.report import unfinished_trials
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class MlflowTrackingCallback(tune.Callback):
     def __init__(self, settings: Any, search_name: str, *, val_images: np.ndarray | None = None,
                  val_labels: np.ndarray | None = None, search_params: Mapping[str, Any] | None = None,
                  tags: Mapping[str, str] | None = None, resume: bool = False,
-                 asynchronous: bool = True) -> None:
+                 asynchronous: bool = True, experiment_path: str | None = None,
+                 num_samples: int | None = None) -> None:
         from tracking.probe import choose_probe
 
         self.settings = settings.resolved()
@@ -49,6 +51,11 @@ class MlflowTrackingCallback(tune.Callback):
         self.tags = dict(tags or {})
         self.resume = resume
         self.asynchronous = asynchronous
+        # Where Tune saves the experiment state and how many trials make the search complete:
+        # on Ctrl-C, Tune saves the state, *then* stops the running trials (their in-memory
+        # status becomes TERMINATED) and calls on_experiment_end — only the saved state and the
+        # trial count tell an interrupted search from a finished one.
+        self.experiment_path, self.num_samples = experiment_path, num_samples
         self.val_labels = None if val_labels is None else np.asarray(val_labels).copy()
         self.probe = None
         if val_images is not None and val_labels is not None and len(val_labels):
@@ -117,6 +124,12 @@ class MlflowTrackingCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info) -> None:
         # Tune also ends the experiment on Ctrl-C: only a complete search gets a champion.
         complete = all(trial.status in FINAL_TRIAL_STATES for trial in trials)
+        if complete and self.experiment_path is not None:
+            try:
+                complete = unfinished_trials(self.experiment_path, self.num_samples) == 0
+            except Exception as error:  # no readable state: trust the in-memory statuses
+                logger.warning("experiment state unreadable (%s); ending the search on Tune's "
+                               "in-memory trial statuses", error)
         try:
             self.outcome = self._safely("end of the search", self.tracker.end_search,
                                         "FINISHED" if complete else "KILLED", None,
@@ -176,7 +189,9 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
     params["searched_keys"] = ",".join(prepared.searched_keys)
     callback = MlflowTrackingCallback(settings, search.name, val_images=val.images,
                                       val_labels=val.labels, search_params=params, tags=tags,
-                                      resume=prepared.resuming)
+                                      resume=prepared.resuming,
+                                      experiment_path=prepared.experiment_path,
+                                      num_samples=search.num_samples)
 
     def on_search_end(outcome: Any) -> list[str]:
         result = callback.outcome  # None when the end of the search could not be tracked

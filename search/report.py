@@ -48,6 +48,16 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def unfinished_trials(experiment_path: str, num_samples: int | None) -> int:
+    """Trials neither TERMINATED nor ERROR in the experiment state Tune saved last (it saves it
+    on Ctrl-C too, before stopping what runs), plus trials never started."""
+    from ray import tune
+
+    trials = tune.ExperimentAnalysis(experiment_path).trials
+    open_trials = sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
+    return open_trials + max(0, (num_samples or 0) - len(trials))
+
+
 def _best(rows: list[dict[str, Any]], key: str) -> float:
     return max((float(r[key]) for r in rows if _finite(r.get(key))), default=math.nan)
 

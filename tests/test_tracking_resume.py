@@ -49,6 +49,21 @@ def _wait_until_one_finished_and_one_midway(experiment: Path, driver: subprocess
     raise AssertionError(f"no interruption point within {timeout_s}s:\n{log.read_text()[-3000:]}")
 
 
+def _start_search(cluster, tmp_path: Path, name: str, common: list[str], **popen
+                  ) -> tuple[subprocess.Popen, Path, dict]:
+    """``aitexvae tune`` (3 trials x MAX_EPOCHS, one at a time) on ``cluster``, logging to a file."""
+    env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home"),
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = tmp_path / f"{name}.log"
+    with open(log, "wb") as out:
+        driver = subprocess.Popen(
+            [AITEXVAE, "tune", "--name", name, "--address", cluster.address,
+             "--image-size", "32", "--num-samples", "3", "--max-epochs", str(MAX_EPOCHS),
+             "--train-patches", "128", "--scheduler", "fifo", "--max-concurrent-trials", "1",
+             *common], env=env, stdout=out, stderr=subprocess.STDOUT, **popen)
+    return driver, log, env
+
+
 def _runs(uri: str) -> list:
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(names.DEFAULT_EXPERIMENT)
@@ -60,16 +75,8 @@ def test_resume_after_a_killed_driver_reuses_parent_and_child_runs(tmp_path, tmp
     storage = tmp_path / "ray_results"
     common = ["--storage-path", str(storage), "--tracking-uri", uri]
     with LocalRayCluster(num_nodes=1, num_cpus=2) as cluster:
-        env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home"),
-               "MLFLOW_DISABLE_TELEMETRY": "true"}
-        log = tmp_path / "driver1.log"
-        with open(log, "wb") as out:
-            driver = subprocess.Popen(
-                [AITEXVAE, "tune", "--name", "resumed", "--address", cluster.address,
-                 "--image-size", "32", "--num-samples", "3", "--max-epochs", str(MAX_EPOCHS),
-                 "--train-patches", "128", "--scheduler", "fifo", "--max-concurrent-trials",
-                 "1", *common], env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+        driver, log, env = _start_search(cluster, tmp_path, "resumed", common,
+                                         start_new_session=True)
         try:
             _wait_until_one_finished_and_one_midway(storage / "resumed", driver, log)
             time.sleep(0.2)  # let the tracker's writer thread catch up with the last report
@@ -134,15 +141,7 @@ def test_ctrl_c_leaves_mlflow_truthful_and_resume_finishes_the_search(tmp_path,
     storage = tmp_path / "ray_results"
     common = ["--storage-path", str(storage), "--tracking-uri", uri]
     with LocalRayCluster(num_nodes=1, num_cpus=2) as cluster:
-        env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home"),
-               "MLFLOW_DISABLE_TELEMETRY": "true"}
-        log = tmp_path / "driver.log"
-        with open(log, "wb") as out:
-            driver = subprocess.Popen(
-                [AITEXVAE, "tune", "--name", "interrupted", "--address", cluster.address,
-                 "--image-size", "32", "--num-samples", "3", "--max-epochs", str(MAX_EPOCHS),
-                 "--train-patches", "128", "--scheduler", "fifo", "--max-concurrent-trials",
-                 "1", *common], env=env, stdout=out, stderr=subprocess.STDOUT)
+        driver, log, env = _start_search(cluster, tmp_path, "interrupted", common)
         try:
             _wait_until_one_finished_and_one_midway(storage / "interrupted", driver, log)
             driver.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
