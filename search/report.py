@@ -152,8 +152,9 @@ def format_summary(summary: SearchSummary, searched_keys: Sequence[str], *, top:
     lines.append(f"\nWinner: trial {winner.trial_id}, {keys.OBJECTIVE} "
                  f"{winner.best_objective:.4f} ({objective}) at epoch {winner.best_epoch}")
     lines += [f"  {k} = {_short(v)}" for k, v in sorted(winner.config.items())]
-    lines.append("  metrics at that epoch: " + ", ".join(
-        f"{k} {_short(v)}" for k, v in sorted(winner.best_metrics.items())))
+    lines.append("  metrics at that epoch: " + ", ".join(  # per-scorer figures: in MLflow
+        f"{k} {_short(v)}" for k, v in sorted(winner.best_metrics.items())
+        if "_by_scorer/" not in k))
     lines.append(f"  checkpoint: {winner.checkpoint_path}")
     lines.append("\nNext:")
     commands = list(next_commands) or [
