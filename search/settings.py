@@ -16,12 +16,11 @@ from typing import Any
 
 from search.objective import CHOICES as OBJECTIVE_CHOICES
 from tracking.settings import check_search_name
-from vae.config import ConfigError
+from vae.config import ConfigError, check_image_size
 from vae.data.config import SMALL_SYNTHETIC_HEIGHT, DataConfig
 
 SCHEDULERS = ("asha", "fifo")
 SEARCH_ALGORITHMS = ("random", "optuna")
-DATA_FORMATS = ("synthetic", "aitex", "folder")
 SETTINGS_FILE = "aitexvae_search.json"
 # The embedded default (synthetic data, this 2-core CPU): >= 8 trials in a few minutes.
 SYNTHETIC_DEFAULTS = {"image_size": 64, "num_samples": 12, "max_epochs": 12}
@@ -36,7 +35,7 @@ REAL_DEFAULTS = {"image_size": 256, "num_samples": 8, "max_epochs": 8}
 GRACE_FRACTION = 0.25
 # What a search saved before these fields existed did: native resolution, ranked by val/auroc.
 SAVED_BEFORE_FIELD = {"resize": 0, "objective": "synthetic", "val_defects": "builtin"}
-DATA_FLAGS = {"train_stride": "--train-stride", "resize": "--resize",
+DATA_FLAGS = {"format": "--format", "train_stride": "--train-stride", "resize": "--resize",
               "val_defects": "--val-defects"}
 RUNTIME_FIELDS = ("address", "storage_path", "tracking", "tracking_uri", "experiment", "verbose")
 
@@ -104,9 +103,8 @@ class SearchSettings:
     verbose: int = 1
 
     def __post_init__(self) -> None:
-        if self.data_format not in DATA_FORMATS:
-            raise ConfigError(f"--format={self.data_format!r} is invalid; choose one of "
-                              f"{list(DATA_FORMATS[1:])} (omit --data-root for the synthetic set)")
+        # data.format's values are DataConfig's (checked by data_config() below); the pairing
+        # with --data-root is this command line's own rule.
         if (self.data_format == "synthetic") != (self.data_root is None):
             raise ConfigError("--data-root and --format go together: give both for real data "
                               "(--format aitex|folder), neither for the synthetic set")
@@ -114,10 +112,7 @@ class SearchSettings:
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)  # resolve once, stay frozen
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
-                or self.image_size < 32 or self.image_size % 16:
-            raise ConfigError(f"--image-size={self.image_size!r} is invalid; allowed: a multiple "
-                              "of 16 that is >= 32 (the encoder halves it 4 times)")
+        check_image_size("--image-size", self.image_size)  # the model's rule, named as a flag
         _positive_int("num_samples", self.num_samples)
         _positive_int("max_epochs", self.max_epochs)
         _positive_int("train_patches", self.train_patches, 0)

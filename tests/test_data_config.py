@@ -22,7 +22,7 @@ def test_stride_defaults_to_the_patch_size_and_follows_it_in_overrides():
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"format": "png"}, "unknown data.format 'png'; choose one of ['synthetic', 'aitex', 'folder']"),
+    ({"format": "png"}, "data.format='png' is invalid; choose one of ['synthetic', 'aitex', 'folder']"),
     ({"format": "aitex"}, "data.root is required for data.format='aitex'"),
     ({"patch_size": 4}, "data.patch_size=4 is invalid; allowed: an integer in [8, 4096]"),
     ({"patch_size": 32, "stride": 33}, "data.stride=33 is invalid; allowed: an integer in [1, 32]"),

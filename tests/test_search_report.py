@@ -173,3 +173,17 @@ def test_settings_saved_before_the_new_fields_resume_as_that_search_ran():
     assert restored.base_config()["model.input_resize"] == 0  # native, as it was trained
     assert SearchSettings(data_root="/data/f", data_format="folder",
                           image_size=32).data_config().resize == 32  # a new search resizes
+
+
+def test_one_rule_each_for_the_image_size_and_the_data_format_named_as_flags():
+    from vae.config import ModelConfig
+
+    for value in (40, 16, 64.0):  # the model's rule, worded for the flag
+        with pytest.raises(ConfigError) as model_error:
+            ModelConfig(image_size=value)
+        with pytest.raises(ConfigError) as flag_error:
+            SearchSettings(image_size=value)
+        assert str(flag_error.value) == str(model_error.value).replace("model.image_size",
+                                                                      "--image-size")
+    with pytest.raises(ConfigError, match=r"^--format: data.format='mvtec' is invalid; choose "):
+        SearchSettings(data_root="/data", data_format="mvtec")

@@ -55,6 +55,14 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> N
         raise ConfigError(f"{name}={value!r} is invalid; allowed: an integer {allowed}")
 
 
+def check_image_size(name: str, value: object) -> None:
+    """The model's input side (model.image_size, tune's --image-size): the encoder halves it
+    four times."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 32 or value % 16:
+        raise ConfigError(f"{name}={value!r} is invalid; allowed: a multiple of 16 that is "
+                          ">= 32 (the encoder halves it 4 times)")
+
+
 def check_resize(name: str, value: object, patch_size: int) -> None:
     """The resize rule (data.resize, model.input_resize, score's --resize): 0 or >= a patch."""
     if isinstance(value, bool) or not isinstance(value, int) or (
@@ -92,10 +100,7 @@ class ModelConfig:
     input_resize: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
-                or self.image_size < 32 or self.image_size % 16:
-            raise ConfigError(f"model.image_size={self.image_size!r} is invalid; allowed: a "
-                              "multiple of 16 that is >= 32 (the encoder halves it 4 times)")
+        check_image_size("model.image_size", self.image_size)
         if isinstance(self.in_channels, bool) or not isinstance(self.in_channels, int) \
                 or self.in_channels not in (1, 3):
             raise ConfigError(f"model.in_channels={self.in_channels!r} is invalid; allowed: 1 or 3")

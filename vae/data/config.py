@@ -76,7 +76,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ConfigError(f"unknown data.format {self.format!r}; choose one of {list(FORMATS)}")
+            raise ConfigError(f"data.format={self.format!r} is invalid; choose one of "
+                              f"{list(FORMATS)}")
         if self.format != "synthetic" and not self.root:
             raise ConfigError(f"data.root is required for data.format={self.format!r}; "
                               "give the directory that holds the data set")
