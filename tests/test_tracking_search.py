@@ -4,6 +4,7 @@ run layout, statuses (an ASHA-stopped trial ends FINISHED, a NaN trial FAILED), 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -164,6 +165,12 @@ def test_champion_is_the_winner_and_pull_rebuilds_its_checkpoint(tracked, tmp_pa
     assert version.run_id == _children(tracked)[winner.trial_id].info.run_id
     assert tracked["callback"].outcome.champion_trial_id == winner.trial_id
     assert f"val/objective = {winner.best_objective:.4f}" in version.description
+    # The logged model, the run and the version link to each other (the UI says "Registered")
+    assert version.source.startswith("models:/m-")
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.source_run_id == version.run_id
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "aitex-vae", "version": version.version}]
     out = tmp_path / "pulled"
     assert aitexvae(["pull", "--tracking-uri", uri, "--out", str(out)]) == 0
     val = outcome.prepared.splits.val.images

@@ -11,6 +11,7 @@ the registry calls go through an explicit client (no global registry URI is left
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 import vae
 from tracking.artifacts import no_progress_bars, refuse_pickles
@@ -105,6 +107,16 @@ def _log_model(run_id: str, tracking_uri: str, weights: Path):
                          signature=signature)
 
 
+def _link_version(client: MlflowClient, model_id: str, name: str, version: int | str) -> None:
+    """What ``mlflow.register_model`` adds to ``create_model_version``: the logged model's
+    ``mlflow.modelVersions`` tag, from which the UI's logged-model page shows "Registered" and
+    links the version (without it, the page offers a "Register model" button)."""
+    logged = client.get_logged_model(model_id)
+    versions = json.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    versions.append({"name": name, "version": version})  # as mlflow.register_model writes it
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
+
+
 def register_champion(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir: Path,
                       name: str, alias: str, description: str,
                       tags: dict[str, str] | None = None) -> RegisteredChampion:
@@ -123,6 +135,7 @@ def register_champion(client: MlflowClient, tracking_uri: str, run_id: str, weig
         version = client.create_model_version(name, source=info.model_uri, run_id=run_id,
                                               tags=tags, description=description,
                                               await_creation_for=60, model_id=info.model_id)
+    _link_version(client, info.model_id, name, version.version)
     client.set_registered_model_alias(name, alias, version.version)
     logger.info("MLflow: registered %s version %s as @%s (run %s)", name, version.version, alias,
                 run_id)
