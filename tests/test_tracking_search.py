@@ -171,6 +171,12 @@ def test_champion_is_the_winner_and_pull_rebuilds_its_checkpoint(tracked, tmp_pa
     assert logged.source_run_id == version.run_id
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [
         {"name": "aitex-vae", "version": version.version}]
+    parent = client.get_run(tracked["callback"].outcome.parent_run_id)  # descriptions in the UI
+    note = parent.data.tags[names.TAG_NOTE]
+    assert f"Champion: trial `{winner.trial_id}`" in note and "models:/aitex-vae/" in note
+    for trial_id, run in _children(tracked).items():
+        assert run.data.tags[names.TAG_NOTE].startswith(f"Trial `{trial_id}`: "
+                                                       f"{run.info.status}, ")
     out = tmp_path / "pulled"
     assert aitexvae(["pull", "--tracking-uri", uri, "--out", str(out)]) == 0
     val = outcome.prepared.splits.val.images

@@ -87,8 +87,13 @@ def close_trial(tracker: SearchTracker, state: TrialState, status: str, reason: 
             logger.warning("MLflow: no probe picture for trial %s: %s", state.trial_id, error)
     if reason is not None:
         tracker.client.set_tag(state.run_id, names.TAG_STOP_REASON, reason)
-    tracker.client.set_tag(state.run_id, names.TAG_OUTCOME,
-                           reason or f"completed all {state.last_epoch} epochs")
+    outcome = reason or f"completed all {state.last_epoch} epochs"
+    tracker.client.set_tag(state.run_id, names.TAG_OUTCOME, outcome)
+    best = "" if state.best_epoch is None else (
+        f" Best `{tracker.objective}` = {tracker._sign * state.best:.4f} at epoch "
+        f"{state.best_epoch}.")
+    tracker.client.set_tag(state.run_id, names.TAG_NOTE,
+                           f"Trial `{state.trial_id}`: {status}, {outcome}.{best}")
     tracker.client.set_terminated(state.run_id, status=status)
 
 
@@ -188,5 +193,26 @@ def finish_search(tracker: SearchTracker, status: str, register: bool) -> Search
             f"--resume {tracker.search_name}` (with the same --storage-path) continues it"))
     elif names.TAG_STOP_REASON in tracker.client.get_run(parent).data.tags:  # resumed, done
         tracker.client.delete_tag(parent, names.TAG_STOP_REASON)
+    tracker.client.set_tag(parent, names.TAG_NOTE, _search_note(tracker, rows, status, outcome))
     tracker.client.set_terminated(parent, status=status)
     return outcome
+
+
+def _search_note(tracker: SearchTracker, rows: list[dict[str, object]], status: str,
+                 outcome: SearchOutcome) -> str:
+    """The parent's description in the MLflow UI: what ran, and what won."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
+    lines = [f"Search `{tracker.search_name}`: {len(rows)} trials ("
+             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"), ranked by "
+             f"`{tracker.objective}`; ended {status}."]
+    if outcome.champion is not None:
+        lines.append(f"Champion: trial `{outcome.champion_trial_id}`, `{tracker.objective}` = "
+                     f"{outcome.champion_objective:.4f}, registered as "
+                     f"`{outcome.champion.version_uri}` (`{outcome.champion.alias_uri}`).")
+    else:
+        lines.append("No champion was registered.")
+    lines.append("Trials table and plot: `summary/`; each trial's outcome: its run's "
+                 "`aitexvae.outcome` tag.")
+    return "\n\n".join(lines)

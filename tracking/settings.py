@@ -37,6 +37,7 @@ def best_metric(objective: str) -> str:
 TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 TAG_STOP_REASON = "aitexvae.stop_reason"  # why a child (or the parent) did not run to its end
 TAG_OUTCOME = "aitexvae.outcome"  # on every child: how it ended, in words
+TAG_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
 TAG_BEST_OBJECTIVE = "aitexvae.best_objective"
 TAG_BEST_EPOCH = "aitexvae.best_epoch"
 TAG_LAST_EPOCH = "aitexvae.last_epoch"
