@@ -41,7 +41,8 @@ class MlflowTrackingCallback(tune.Callback):
                  val_labels: np.ndarray | None = None, search_params: Mapping[str, Any] | None = None,
                  tags: Mapping[str, str] | None = None, resume: bool = False,
                  asynchronous: bool = True, experiment_path: str | None = None,
-                 num_samples: int | None = None) -> None:
+                 num_samples: int | None = None, dataset: Mapping[str, str] | None = None
+                 ) -> None:
         from tracking.probe import choose_probe
 
         self.settings = settings.resolved()
@@ -56,6 +57,7 @@ class MlflowTrackingCallback(tune.Callback):
         # status becomes TERMINATED) and calls on_experiment_end — only the saved state and the
         # trial count tell an interrupted search from a finished one.
         self.experiment_path, self.num_samples = experiment_path, num_samples
+        self.dataset = dict(dataset) if dataset else None  # see dataset_input
         self.val_labels = None if val_labels is None else np.asarray(val_labels).copy()
         self.probe = None
         if val_images is not None and val_labels is not None and len(val_labels):
@@ -83,7 +85,7 @@ class MlflowTrackingCallback(tune.Callback):
         check_tracking_uri(self.settings.tracking_uri)
         self._tracker = SearchTracker(self.settings, self.search_name, probe=self.probe,
                                       validation_labels=self.val_labels,
-                                      asynchronous=self.asynchronous)
+                                      asynchronous=self.asynchronous, dataset=self.dataset)
         tags = {**self.tags, TAG_RAY_ADDRESS: self.tags.get(TAG_RAY_ADDRESS) or _ray_address()}
         self._tracker.start_search(self.search_params, tags, resume=self.resume,
                                    search_id=self.search_id)
@@ -152,6 +154,18 @@ def dataset_fingerprint(splits: Any) -> str:
     return "summary-" + hashlib.sha256(document.encode()).hexdigest()[:16]
 
 
+def dataset_input(splits: Any, search: Any) -> dict[str, str]:
+    """The data set as MLflow's dataset input: where it is, its fingerprint, what was read."""
+    summary = splits.summary
+    source = search.data_root or f"embedded synthetic set ({summary.root})"
+    profile = {"format": summary.format, "patch_size": summary.patch_size,
+               "stride": summary.stride, "resize": summary.resize, "patches": summary.patches,
+               "splits": summary.splits, "strips": summary.strips}
+    return {"name": Path(search.data_root).name if search.data_root else "synthetic",
+            "digest": dataset_fingerprint(splits), "source": source,
+            "profile": json.dumps(profile, sort_keys=True)}
+
+
 def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], list[str]]]:
     """``aitexvae tune``'s tracking: the callback and the end-of-search hook.
 
@@ -191,7 +205,8 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
                                       val_labels=val.labels, search_params=params, tags=tags,
                                       resume=prepared.resuming,
                                       experiment_path=prepared.experiment_path,
-                                      num_samples=search.num_samples)
+                                      num_samples=search.num_samples,
+                                      dataset=dataset_input(prepared.splits, search))
 
     def on_search_end(outcome: Any) -> list[str]:
         result = callback.outcome  # None when the end of the search could not be tracked

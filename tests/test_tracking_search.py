@@ -96,6 +96,14 @@ def test_one_parent_one_child_per_trial_with_params_and_one_value_per_epoch(trac
     assert parent.data.tags[names.TAG_SEARCH_SPACE].endswith("space.yaml")
     assert parent.data.tags[names.TAG_DATASET]
     assert parent.data.tags[names.TAG_RAY_ADDRESS]
+    splits = tracked["outcome"].prepared.splits
+    for run in [parent, *_children(tracked).values()]:  # the data as MLflow's dataset input
+        (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+        assert dataset.name == "synthetic" and dataset.source.startswith("embedded synthetic")
+        assert dataset.digest == parent.data.tags[names.TAG_DATASET][:36]
+        profile = json.loads(dataset.profile)
+        assert profile["patches"] == splits.summary.patches
+        assert profile["splits"]["train"]["patches"] == len(splits.train)
     experiment = client.get_experiment(parent.info.experiment_id)  # the UI opens on its runs
     assert experiment.tags[names.TAG_EXPERIMENT_KIND] == "custom_model_development"
     children = _children(tracked)

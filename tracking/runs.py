@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
 from tracking import settings as names
 from tracking.artifacts import stage_checkpoint
@@ -47,13 +47,15 @@ class SearchTracker:
     def __init__(self, settings: TrackingSettings, search_name: str, *,
                  probe: ProbeSet | None = None, validation_labels: np.ndarray | None = None,
                  objective: str = keys.OBJECTIVE, mode: str = keys.OBJECTIVE_MODE,
-                 asynchronous: bool = True) -> None:
+                 asynchronous: bool = True, dataset: Mapping[str, str] | None = None) -> None:
         check_search_name(search_name)
         if mode not in ("max", "min"):
             raise ValueError(f"unknown mode {mode!r}; choose one of ['max', 'min']")
         self.settings = settings.resolved()
         self.search_name = search_name
         self.probe, self.validation_labels = probe, validation_labels
+        # ``name``, ``digest``, ``source`` and a JSON ``profile``: logged as the runs' dataset input
+        self.dataset = dict(dataset) if dataset else None
         self.objective, self._sign = objective, (1.0 if mode == "max" else -1.0)
         uri = self.settings.tracking_uri
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -89,6 +91,7 @@ class SearchTracker:
             items = [Param(k, v) for k, v in flatten_params(params or {}).items()]
             for start in range(0, len(items), 100):  # log_batch takes at most 100 params
                 self.client.log_batch(self.parent_run_id, params=items[start:start + 100])
+            self._log_dataset(self.parent_run_id)
         else:
             self.parent_run_id = parent.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
@@ -163,6 +166,17 @@ class SearchTracker:
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):  # log_batch takes at most 100 params
             self.client.log_batch(state.run_id, params=items[start:start + 100])
+        self._log_dataset(state.run_id)
+
+    def _log_dataset(self, run_id: str) -> None:
+        """The data as MLflow's dataset input: the runs table's Dataset column and its profile."""
+        if self.dataset is None:
+            return
+        dataset = Dataset(name=self.dataset["name"], digest=self.dataset["digest"][:36],
+                          source_type="local", source=self.dataset["source"],
+                          profile=self.dataset.get("profile"))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[
+            InputTag("mlflow.data.context", "training")])])
 
     def _reopen(self, state: TrialState) -> None:
         if state.run_id is None:
