@@ -62,7 +62,7 @@ def run_plain(args: argparse.Namespace, configs: list[dict], settings: SearchSet
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     data = TrialData.from_splits(load_splits(settings.data_config()))
-    train, val, val_normal = data.tensors()
+    train, val, val_normal, _ = data.tensors()
     device = torch.device("cpu")
     training = 0.0
     for flat in configs:

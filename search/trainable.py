@@ -72,8 +72,10 @@ class TrialData:
                    None if real is None else real.images,
                    None if real is None else np.asarray(real.labels))
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(train, val, val normal) as uint8 tensors that share the object store's memory.
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                               tuple[torch.Tensor, np.ndarray] | None]:
+        """(train, val, val normal, (real val, its labels) or None) as uint8 tensors that share
+        the object store's memory.
 
         Arrays from the object store are read-only; nothing here writes to them, so torch's
         warning about non-writable arrays is silenced instead of copying the data per trial.
@@ -81,7 +83,9 @@ class TrialData:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             train, val = torch.as_tensor(self.train_images), torch.as_tensor(self.val_images)
-        return train, val, val[torch.as_tensor(self.val_labels == 0)]
+            real = None if self.real_images is None else \
+                (torch.as_tensor(self.real_images), self.real_labels)
+        return train, val, val[torch.as_tensor(self.val_labels == 0)], real
 
 
 def claim_resources() -> torch.device:
@@ -180,12 +184,7 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
     """One trial: ``config`` holds dotted config keys (Ray's ``param_space`` + the searcher's)."""
     vae_config = VAEConfig().with_overrides(config)
     device = claim_resources()
-    train_images, val_images, val_normal = data.tensors()
-    real = None
-    if data.real_images is not None:
-        with warnings.catch_warnings():  # read-only object-store memory, as in tensors()
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            real = (torch.as_tensor(data.real_images), data.real_labels)
+    train_images, val_images, val_normal, real = data.tensors()
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:

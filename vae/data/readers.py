@@ -53,15 +53,22 @@ def read_strip(scan: Scan, source: StripSource, config: DataConfig) -> Strip | I
 
 def fit_strip(strip: Strip, config: DataConfig) -> Strip | Issue:
     """Resize (``data.resize``) and check that at least one patch fits."""
-    image, mask = strip.image, strip.mask
-    if config.resize:
-        image, mask = resize_image(image, config.resize), resize_mask(mask, config.resize)
-    height, width = mask.shape
-    issue = size_issue(strip.file, width, height, config.patch_size, config.stride)
+    image, mask, issue = fit(strip.file, strip.image, strip.mask, config.patch_size,
+                             config.stride, config.resize)
     if issue is not None and issue.kind == TOO_SMALL:
         return issue
     notes = strip.notes + ([issue] if issue is not None else [])
     return Strip(source=strip.source, image=image, mask=mask, notes=notes, file=strip.file)
+
+
+def fit(file: str, image: np.ndarray, mask: np.ndarray, patch_size: int, stride: int,
+        resize: int) -> tuple[np.ndarray, np.ndarray, Issue | None]:
+    """``(image, mask, issue)`` resized to ``resize`` (0: as they are), with ``size_issue``'s
+    verdict on the result: what the catalog and ``aitexvae score`` both cut patches from."""
+    if resize:
+        image, mask = resize_image(image, resize), resize_mask(mask, resize)
+    height, width = mask.shape
+    return image, mask, size_issue(file, width, height, patch_size, stride)
 
 
 def decode_strip(scan: Scan, source: StripSource, config: DataConfig) -> Strip | Issue:

@@ -30,8 +30,8 @@ from torch import nn
 from vae.config import check_resize
 from vae.data.layouts import Issue
 from vae.data.patches import cut, labels_from_masks
-from vae.data.readers import TOO_SMALL, size_issue
-from vae.data.resize import resize_image, resize_map, resize_mask
+from vae.data.readers import TOO_SMALL, fit
+from vae.data.resize import resize_map
 from vae.score.calibration import decide
 from vae.score.inputs import Item, Source
 from vae.score.maps import score_patches
@@ -171,19 +171,15 @@ class _Run:
 def _cut(item: Item, patch_size: int, stride: int, resize: int, min_defect_pixels: int
          ) -> _Cut | Issue:
     """The item's patches (of the resized image when ``resize``), or why it has none."""
-    image = resize_image(item.image, resize) if resize else item.image
     mask = item.mask if item.mask is not None else np.zeros(item.image.shape[1:], dtype=bool)
-    if resize:
-        mask = resize_mask(mask, resize)
-    height, width = mask.shape
-    issue = size_issue(item.file, width, height, patch_size, stride)
+    image, mask, issue = fit(item.file, item.image, mask, patch_size, stride, resize)
     if issue is not None and issue.kind == TOO_SMALL:
         return Issue(item.file, f"{issue.reason}; --resize {patch_size} would include it",
                      kind=TOO_SMALL)
     patches, masks, xs, ys = cut(image, mask, patch_size, stride)
     labels = None if item.mask is None else labels_from_masks(
         masks.reshape(len(masks), -1).sum(1), min_defect_pixels)
-    return _Cut(item, patches, labels, xs, ys, (height, width))
+    return _Cut(item, patches, labels, xs, ys, mask.shape)
 
 
 def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
