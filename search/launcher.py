@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -142,8 +142,9 @@ def _saved_settings(experiment_path: str, given: SearchSettings) -> SearchSettin
 
 def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
     settings = prepared.settings
-    data = TrialData.from_splits(prepared.splits, settings.train_patches, settings.seed,
-                                 prepared.objective)
+    data = replace(TrialData.from_splits(prepared.splits, settings.train_patches, settings.seed,
+                                         prepared.objective),
+                   resume_window=settings.keep_checkpoints + 1)
     trainable = tune.with_parameters(train_vae, data=data)
     trainable = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial,
                                                 "gpu": prepared.gpus_per_trial})

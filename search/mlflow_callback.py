@@ -9,6 +9,7 @@ id makes a restored search find its parent run again (no duplicate parent or chi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from ray import tune
 
 from search.keys import NONFINITE
 from search.report import unfinished_trials
+from vae import checkpoint as trial_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +112,11 @@ class MlflowTrackingCallback(tune.Callback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
         def upload() -> None:
-            if self.tracker.wants_checkpoint(trial.trial_id):
-                with checkpoint.as_directory() as directory:  # downloads only remote storage
-                    self.tracker.log_checkpoint(trial.trial_id, directory)
+            # Only the files pull needs, read from Tune's storage on the tracker's writer
+            # thread: nothing is downloaded or copied on Tune's event loop.
+            fetch = functools.partial(trial_checkpoint.copy_for_pull, checkpoint.filesystem,
+                                      checkpoint.path)
+            self.tracker.log_checkpoint(trial.trial_id, fetch)
 
         self._safely("a checkpoint", upload)
 

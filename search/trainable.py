@@ -8,7 +8,9 @@ the same patches with synthetic defects — comparable across loss mixes, unlike
 of their strips), ``val/objective`` (what ranks trials, ``search.objective``), images/s and epoch
 time, with a checkpoint: ``vae.save`` output, the optimizer state, ``state.json`` (epoch,
 metrics), ``val_scores.npy`` and ``real_val_scores.npy`` (the per-patch scores behind the two
-AUROCs).
+AUROCs); ``vae.checkpoint`` owns that format. Only a trial's last few checkpoints keep the
+optimizer state (``OptimizerStateWindow``), so an older kept best checkpoint holds only what
+``pull`` needs.
 
 A non-finite loss or metric is reported once with ``nonfinite = 1`` and ``val/auroc = NaN`` (no
 checkpoint), and the trial returns: it ends TERMINATED, so Tune does not retry it, ASHA's NaN
@@ -17,7 +19,7 @@ comparisons never matter, and ``search.report`` excludes it from the ranking.
 
 from __future__ import annotations
 
-import json
+import collections
 import logging
 import math
 import tempfile
@@ -33,18 +35,20 @@ from ray import tune
 
 from search.keys import NONFINITE, RESUMED_FROM
 from search.objective import combine, figures
+from vae import checkpoint as trial_checkpoint
 from vae import keys
 from vae.config import ScoreConfig, VAEConfig
-from vae.io import OPTIMIZER_FILE, load, load_optimizer, save, save_optimizer
 from vae.model import build_model
 from vae.score import image_auroc
 from vae.score.scorers import SCORERS, candidates, pick_best, score_candidates
-from vae.train import NonFiniteLossError, evaluate, make_optimizer, prepare_model, train_epoch
+from vae.train import NonFiniteLossError, make_optimizer, place_images, prepare_model, train_epoch
+from vae.validation import validation_pass
 
 log = logging.getLogger(__name__)
 BY_SCORER = (keys.VAL_AUROC_BY_SCORER, keys.VAL_REAL_AUROC_BY_SCORER)
-
-STATE_FILE, SCORES_FILE, REAL_SCORES_FILE = "state.json", "val_scores.npy", "real_val_scores.npy"
+# The share of a trial's GPU memory its uint8 patches may take when placed on the device; the
+# rest is for activations, weights and Adam's state.
+DATA_SHARE_OF_DEVICE = 0.25
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class TrialData:
     objective: str = "synthetic"  # resolved (search.objective.resolve)
     real_images: np.ndarray | None = None  # uint8 (R, C, P, P): held-out defective strips
     real_labels: np.ndarray | None = None  # int (R,), 1 = a real defect pixel in the patch
+    resume_window: int = 3  # checkpoints that keep Adam's state: --keep-checkpoints + 1
 
     @classmethod
     def from_splits(cls, splits: Any, train_patches: int = 0, seed: int = 0,
@@ -72,10 +77,11 @@ class TrialData:
                    None if real is None else real.images,
                    None if real is None else np.asarray(real.labels))
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                               tuple[torch.Tensor, np.ndarray] | None]:
-        """(train, val, val normal, (real val, its labels) or None) as uint8 tensors that share
-        the object store's memory.
+    def tensors(self, device: torch.device | None = None, budget_bytes: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, np.ndarray] | None]:
+        """(train, val, (real val, its labels) or None) as uint8 tensors: on a CPU sharing the
+        object store's memory, on a GPU placed there once when they fit ``budget_bytes``
+        (``vae.train.place_images``).
 
         Arrays from the object store are read-only; nothing here writes to them, so torch's
         warning about non-writable arrays is silenced instead of copying the data per trial.
@@ -85,39 +91,80 @@ class TrialData:
             train, val = torch.as_tensor(self.train_images), torch.as_tensor(self.val_images)
             real = None if self.real_images is None else \
                 (torch.as_tensor(self.real_images), self.real_labels)
-        return train, val, val[torch.as_tensor(self.val_labels == 0)], real
+        device = device or torch.device("cpu")
+        placed = []
+        for images in (train, val, None if real is None else real[0]):
+            if images is not None:  # training patches first: every step reads them
+                placed.append(place_images(images, device, budget_bytes))
+                budget_bytes -= images.numel() if placed[-1].device == device else 0
+        train, val = placed[:2]
+        return train, val, None if real is None else (placed[2], real[1])
 
 
-def claim_resources() -> torch.device:
-    """Torch threads = CPUs Ray granted this trial; CUDA when Ray assigned a GPU."""
+def claim_resources() -> tuple[torch.device, int]:
+    """(device, bytes of patches the trial may place on it): torch threads = CPUs Ray granted
+    this trial; CUDA when Ray assigned a GPU, capped to the trial's share of it."""
     granted = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
-    if ray.get_gpu_ids() and torch.cuda.is_available():
-        return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
-    return torch.device("cpu")
+    if not (ray.get_gpu_ids() and torch.cuda.is_available()):
+        return torch.device("cpu"), 0  # on a CPU the patches stay in the object store
+    return claim_gpu(min(1.0, float(granted.get("GPU", 1.0))))
+
+
+def claim_gpu(share: float) -> tuple[torch.device, int]:
+    """``cuda:0`` (Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU), capped to ``share`` of
+    its memory, and the bytes of patches a trial may place there."""
+    device = torch.device("cuda", 0)
+    # A reused actor starts its next trial here: hand the last trial's cached blocks back, so
+    # the trials sharing this GPU see the memory their fractions promise.
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(share, device)
+    torch.backends.cudnn.benchmark = True  # one patch size per trial: tune each conv once
+    total = torch.cuda.get_device_properties(device).total_memory
+    return device, int(total * share * DATA_SHARE_OF_DEVICE)
 
 
 def _restore(directory: Path, config: VAEConfig, device: torch.device
-             ) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
-    model = load(directory, map_location=device)
-    if not _same_trial(model.config, config):
+             ) -> tuple[torch.nn.Module, torch.optim.Optimizer, int] | None:
+    """The model, optimizer and epoch of the checkpoint; None when it cannot be resumed."""
+    restored = trial_checkpoint.read(directory, map_location=device)
+    if not _same_trial(restored.model.config, config):
         raise RuntimeError(f"checkpoint {directory} holds a different config than this trial")
-    optimizer = make_optimizer(prepare_model(model, device), config.train)
-    load_optimizer(optimizer, directory / OPTIMIZER_FILE, map_location=device)
-    state = json.loads((directory / STATE_FILE).read_text())
-    return model, optimizer, int(state["epoch"])
+    if restored.optimizer_state is None:
+        # A checkpoint that stopped being the latest after Tune's last experiment snapshot
+        # (the driver died in between) lost its optimizer state to pruning. The trial starts
+        # over: its seeds make the replayed epochs exactly the same, only time is lost.
+        log.warning("checkpoint %s of epoch %d has no optimizer state; restarting the trial "
+                    "from epoch 0 (same seeds, same result)", directory, restored.epoch)
+        return None
+    model = prepare_model(restored.model, device)
+    optimizer = make_optimizer(model, config.train)
+    optimizer.load_state_dict(restored.optimizer_state)
+    return model, optimizer, restored.epoch
 
 
-def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     epoch: int, metrics: dict[str, float], scores: np.ndarray,
-                     real_scores: np.ndarray | None) -> None:
-    save(model, directory)
-    save_optimizer(optimizer, directory / OPTIMIZER_FILE)
-    np.save(directory / SCORES_FILE, scores)
-    if real_scores is not None:
-        np.save(directory / REAL_SCORES_FILE, real_scores)
-    (directory / STATE_FILE).write_text(json.dumps({"epoch": epoch, "metrics": metrics},
-                                                   indent=2, sort_keys=True) + "\n")
+class OptimizerStateWindow:
+    """Prunes Adam's state from a trial's checkpoints once ``size`` newer ones are persisted.
+
+    Resuming needs the state of the checkpoint the driver's last experiment snapshot recorded,
+    which may lag the trial's latest: Tune snapshots every few seconds and whenever a trial has
+    checkpointed ``num_to_keep`` times since the last snapshot, so the recorded one is among the
+    last ``num_to_keep + 1`` (``TrialData.resume_window``). Pruning only the latest's
+    predecessor (what "only the latest needs it" suggests) made a driver killed between two
+    snapshots restart such a trial from epoch 0.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.recent: collections.deque[tune.Checkpoint] = collections.deque()
+
+    def persisted(self, checkpoint: tune.Checkpoint | None) -> None:
+        if checkpoint is None:
+            return
+        self.recent.append(checkpoint)
+        while len(self.recent) > self.size:
+            old = self.recent.popleft()
+            trial_checkpoint.prune(old.filesystem, old.path)
 
 
 def _report_nonfinite(epoch: int, resumed_from: int, reason: str) -> None:
@@ -131,11 +178,12 @@ def _aurocs(scores: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, floa
             for name, values in scores.items()}
 
 
-def validate(model: torch.nn.Module, val_images: torch.Tensor, val_normal: torch.Tensor,
-             val_labels: np.ndarray, config: VAEConfig, device: torch.device,
-             real: tuple[torch.Tensor, np.ndarray] | None = None, objective: str = "synthetic"
+def validate(model: torch.nn.Module, val_images: torch.Tensor, val_labels: np.ndarray,
+             config: VAEConfig, real: tuple[torch.Tensor, np.ndarray] | None = None,
+             objective: str = "synthetic"
              ) -> tuple[dict[str, float], np.ndarray, np.ndarray | None, ScoreConfig]:
-    """``val/*`` metrics, the per-patch scores behind the AUROCs and the scorer that made them.
+    """``val/*`` metrics, the per-patch scores behind the AUROCs and the scorer that made them,
+    from one forward pass per patch (``vae.validation``) on the model's device.
 
     ``real``: the real validation patches and labels, when the data has them. With
     ``score.select = "best"`` every scorer of ``vae.score.scorers.SCORERS`` scores the same
@@ -144,13 +192,12 @@ def validate(model: torch.nn.Module, val_images: torch.Tensor, val_normal: torch
     ``val/real_auroc_by_scorer/<name>``) keep them all and ``val/scorers_compared`` says how
     many were compared (the selection bias).
     """
-    metrics = evaluate(model, val_normal, config, device)
     # Score in the memory format vae.load gives (contiguous), so that a pulled model reproduces
     # these scores bit for bit; channels_last convolutions differ by ~1e-5 relative. The next
     # train_epoch puts the model back into channels_last.
     model.to(memory_format=torch.contiguous_format)
     scorers = candidates(config.score)
-    scores = score_candidates(model, val_images, scorers)
+    metrics, scores = validation_pass(model, val_images, scorers, val_labels == 0)
     aurocs = _aurocs(scores, val_labels)
     real_scores = score_candidates(model, real[0], scorers) if real is not None else None
     real_aurocs = _aurocs(real_scores, real[1]) if real_scores is not None else \
@@ -183,17 +230,22 @@ def _same_trial(saved: VAEConfig, config: VAEConfig) -> bool:
 def train_vae(config: dict[str, Any], data: TrialData) -> None:
     """One trial: ``config`` holds dotted config keys (Ray's ``param_space`` + the searcher's)."""
     vae_config = VAEConfig().with_overrides(config)
-    device = claim_resources()
-    train_images, val_images, val_normal, real = data.tensors()
+    device, budget = claim_resources()
+    train_images, val_images, real = data.tensors(device, budget)
     checkpoint = tune.get_checkpoint()
+    restored = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            model, optimizer, start = _restore(Path(directory), vae_config, device)
+            restored = _restore(Path(directory), vae_config, device)
+    if restored is not None:
+        model, optimizer, start = restored
         log.info("resuming from the checkpoint of epoch %d", start)
     else:
         torch.manual_seed(vae_config.train.seed)  # the same config starts from the same weights
         model = prepare_model(build_model(vae_config), device)
         optimizer, start = make_optimizer(model, vae_config.train), 0
+    window = OptimizerStateWindow(data.resume_window)
+    window.persisted(checkpoint if restored is not None else None)  # resumed: the first
     for epoch in range(start, vae_config.train.num_epochs):
         done = epoch + 1  # epochs completed after this one; what `epoch` reports
         try:
@@ -202,8 +254,7 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
         except NonFiniteLossError as error:
             return _report_nonfinite(done, start, str(error))
         val_metrics, scores, real_scores, scorer = validate(
-            model, val_images, val_normal, data.val_labels, vae_config, device, real,
-            data.objective)
+            model, val_images, data.val_labels, vae_config, real, data.objective)
         model.config = replace(vae_config, score=scorer)  # the checkpoint scores as reported
         # One scorer's undefined AUROC is that scorer's problem (pick_best skips it), not the
         # trial's, and so is a figure the objective does not use: only the objective's figures
@@ -220,6 +271,7 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
                    keys.TRAIN_LOSS: train_metrics.pop(keys.TRAIN_LOSS),
                    **val_metrics, **train_metrics, NONFINITE: 0, RESUMED_FROM: start}
         with tempfile.TemporaryDirectory(prefix="aitexvae-ckpt-") as directory:
-            _save_checkpoint(Path(directory), model, optimizer, done, metrics, scores,
-                             real_scores)
+            trial_checkpoint.write(directory, model, optimizer, done, metrics, scores,
+                                   real_scores)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        window.persisted(tune.get_checkpoint())  # the one just persisted to the storage path

@@ -10,9 +10,8 @@ import torch
 
 import vae
 from vae.config import ConfigError, VAEConfig
-from vae.io import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, load_optimizer, save_optimizer
+from vae.io import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE
 from vae.model import build_model
-from vae.train import make_optimizer
 
 
 class _CreatesFileWhenUnpickled:
@@ -103,26 +102,6 @@ def test_save_needs_the_config_on_the_model(tmp_path):
     del model.config
     with pytest.raises(ValueError, match="model.config"):
         vae.save(model, tmp_path)
-
-
-def test_optimizer_state_round_trip_and_pickle_refusal(tmp_path):
-    config = VAEConfig().with_overrides({"model.image_size": 32, "model.latent_dim": 4})
-    model = _trained_like_model(config)
-    optimizer = make_optimizer(model, config.train)
-    model(torch.rand(2, 1, 32, 32)).recon.sum().backward()
-    optimizer.step()
-    save_optimizer(optimizer, tmp_path / "optimizer.pt")
-    fresh = make_optimizer(model, config.train)
-    load_optimizer(fresh, tmp_path / "optimizer.pt")
-    first = next(iter(optimizer.state.values()))
-    restored = next(iter(fresh.state.values()))
-    assert torch.equal(first["exp_avg"], restored["exp_avg"]) and restored["step"] == 1
-    marker = tmp_path / "pwned"
-    with open(tmp_path / "evil.pt", "wb") as handle:
-        pickle.dump(_CreatesFileWhenUnpickled(str(marker)), handle, protocol=2)
-    with pytest.raises(pickle.UnpicklingError):
-        load_optimizer(fresh, tmp_path / "evil.pt")
-    assert not marker.exists()
 
 
 def _rewrite_config(folder, **model_changes) -> None:

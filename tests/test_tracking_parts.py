@@ -179,7 +179,8 @@ def test_a_tracking_error_inside_a_tune_callback_never_reaches_tune(tmp_path):
     empty.mkdir()
     callback.on_checkpoint(0, [], trial, tune.Checkpoint.from_directory(str(empty)))
     failures = callback.tracker.writer.failures
-    assert len(failures) == 1 and failures[0].startswith("a checkpoint: FileNotFoundError")
+    assert failures == [f"upload best checkpoint of trial t1 (epoch 1): FileNotFoundError: "
+                        f"checkpoint {empty} has no model.safetensors"]
     callback.on_trial_complete(0, [], trial)
     callback.on_experiment_end([SimpleNamespace(trial_id="t1", status="TERMINATED")])
     assert callback.outcome.champion is None and callback.outcome.trials == 1

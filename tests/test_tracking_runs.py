@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +42,7 @@ from tracking.probe import choose_probe
 from tracking.pull import pull
 from tracking.runs import SearchTracker
 from tracking.settings import TrackingSettings
+from vae.checkpoint import copy_for_pull
 from vae.score import Calibration, score_patches
 
 SCRIPT = {  # trial -> (config overrides, val/auroc per epoch, how it ends)
@@ -305,6 +307,7 @@ def test_a_failing_registration_is_reported_and_the_parent_still_ends(tmp_path,
     model = make_model(config, seed=1)
     tracker.log_checkpoint("A", write_checkpoint(tmp_path / "ckpt", model, 1, {}, images))
     tracker.end_trial("A")
+    tracker.writer.flush()  # the checkpoint is staged on the writer thread
     # A pickle where the champion's weights are read from: registration must refuse it.
     (tracker.trials["A"].staged / "sneaky.pkl").write_bytes(b"\x80\x04N.")
     outcome = tracker.end_search()
@@ -315,6 +318,58 @@ def test_a_failing_registration_is_reported_and_the_parent_still_ends(tmp_path,
     client = client_for(uri)
     assert client.get_run(parent).info.status == "FINISHED"
     assert client.search_registered_models() == []
+
+
+def test_a_checkpoint_is_fetched_on_the_writer_thread_and_a_superseded_one_is_skipped(
+        tmp_path, tmp_path_factory):
+    """Tune's event loop only queues the upload: the copy runs later, on the writer thread. A
+    checkpoint Tune deleted for a better one is skipped; the best one missing is a failure."""
+    uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
+    images, labels = validation_set()
+    tracker = SearchTracker(TrackingSettings(tracking_uri=uri), "fetching",
+                            validation_labels=labels)
+    parent = tracker.start_search({})
+    config = tiny_config()
+    tracker.start_trial("A", config.flat())
+    release, fetched_on = threading.Event(), []
+    source = write_checkpoint(tmp_path / "e2", make_model(config, seed=2), 2, {}, images)
+
+    def deleted_by_tune(folder: Path) -> None:
+        release.wait(timeout=30)
+        raise FileNotFoundError("deleted")
+
+    def slow_copy(folder: Path) -> None:
+        fetched_on.append(threading.current_thread().name)
+        copy_for_pull(None, str(source), folder)
+
+    tracker.log_result("A", {"epoch": 1, "val/objective": 0.6, "val/auroc": 0.6})
+    assert tracker.log_checkpoint("A", deleted_by_tune) is True  # returns while fetch waits
+    tracker.log_result("A", {"epoch": 2, "val/objective": 0.8, "val/auroc": 0.8})
+    assert tracker.log_checkpoint("A", slow_copy) is True
+    release.set()
+    tracker.writer.flush()
+    assert fetched_on and fetched_on[0].startswith("mlflow-writer")
+    assert tracker.writer.failures == []  # epoch 1 was superseded: skipped, not a failure
+    staged = tracker.trials["A"].staged
+    assert staged.name == "e2" and {p.name for p in staged.iterdir()} == {
+        "model.safetensors", "config.json", "calibration.json"}
+
+    def missing(folder: Path) -> None:
+        raise FileNotFoundError("checkpoint gone")
+
+    tracker.log_result("A", {"epoch": 3, "val/objective": 0.9, "val/auroc": 0.9})
+    tracker.log_checkpoint("A", missing)  # the best itself is gone: that is reported
+    tracker.writer.flush()
+    assert tracker.writer.failures == [
+        "upload best checkpoint of trial A (epoch 3): FileNotFoundError: checkpoint gone"]
+    assert tracker.trials["A"].staged == staged  # the record still names what was uploaded
+    tracker.end_trial("A")
+    tracker.end_search()
+    tracker.close()
+    run = children_by_trial(client_for(uri), parent)["A"]
+    listed = client_for(uri).list_artifacts(run.info.run_id, names.BEST_CHECKPOINT_PATH)
+    assert {Path(f.path).name for f in listed} == {"model.safetensors", "config.json",
+                                                   "calibration.json"}
 
 
 @pytest.mark.slow

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vae.checkpoint import SCORES_FILE
 from vae.io import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE
 from vae.score import CALIBRATION_FILE, Calibration
 
 logger = logging.getLogger(__name__)
 
-VAL_SCORES_FILE = "val_scores.npy"  # written by the trainable beside each checkpoint
 MODEL_FILES = (WEIGHTS_FILE, CONFIG_FILE, CALIBRATION_FILE)  # all a pulled model consists of
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PICKLE_SUFFIXES_ALL = (*PICKLE_SUFFIXES, ".joblib", ".dill", ".cloudpickle", ".pck")
@@ -86,7 +86,7 @@ def fit_calibration(checkpoint_dir: Path, validation_labels: np.ndarray | None,
     ``val_scores.npy`` holds one score per validation patch in split order; the labels say
     which are normal. Missing or mismatched inputs give None (with a warning), never a guess.
     """
-    scores_path = checkpoint_dir / VAL_SCORES_FILE
+    scores_path = checkpoint_dir / SCORES_FILE
     if validation_labels is None or not scores_path.is_file():
         return None
     scores = np.load(scores_path, allow_pickle=False).reshape(-1)

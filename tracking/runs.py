@@ -12,12 +12,13 @@ not run all its epochs. Every metric of a result is one
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,11 @@ from tracking.restore import TrialState, child_runs, find_parent, restored_trial
 from tracking.settings import TrackingSettings, check_search_name
 from tracking.writer import Writer
 from vae import keys
+from vae.checkpoint import copy_for_pull
 
 logger = logging.getLogger(__name__)
+# Copies a checkpoint's PULL_FILES into the folder it is given (see log_checkpoint).
+Fetch = Callable[[Path], object]
 
 LOST_REASON = ("lost by Tune: started just before the driver was killed and missing from its "
                "last experiment snapshot, so the resumed search did not continue it")
@@ -229,22 +233,44 @@ class SearchTracker:
         state = self.trials.get(trial_id)
         return bool(state and state.pending_best and state.nonfinite is None)
 
-    def log_checkpoint(self, trial_id: str, checkpoint_dir: str | Path) -> bool:
-        """Upload the checkpoint as the trial's best if ``wants_checkpoint``; returns whether."""
+    def log_checkpoint(self, trial_id: str, source: str | Path | Fetch) -> bool:
+        """Upload the checkpoint as the trial's best if ``wants_checkpoint``; returns whether.
+
+        ``source``: a local checkpoint folder, or a ``Fetch`` that copies the checkpoint's
+        ``vae.checkpoint.PULL_FILES`` into a folder it is given (the Tune callback passes one
+        reading Tune's storage). Copying, calibrating and uploading all run on the writer
+        thread, so Tune's event loop (and every trial's ``tune.report``) never waits for them.
+        """
         if not self.wants_checkpoint(trial_id):
             return False
         state = self.trials[trial_id]
         state.pending_best = False
-        # Copied now: Tune deletes checkpoints beyond its keep-limit while the upload waits.
-        staged = stage_checkpoint(checkpoint_dir, self._staging / trial_id / f"e{state.best_epoch}",
-                                  self.validation_labels, self.settings.calibration_quantile)
-        previous, state.staged = state.staged, staged
-        self.writer.submit(f"upload best checkpoint of trial {trial_id}", self._upload_best,
-                           state, staged, previous)
+        fetch = source if callable(source) else functools.partial(
+            copy_for_pull, None, str(source))
+        self.writer.submit(f"upload best checkpoint of trial {trial_id} (epoch "
+                           f"{state.best_epoch})", self._upload_best, state, fetch,
+                           state.best_epoch)
         return True
 
-    def _upload_best(self, state: TrialState, staged: Path, previous: Path | None) -> None:
+    def _upload_best(self, state: TrialState, fetch: Fetch, epoch: int | None) -> None:
+        folder = self._staging / state.trial_id / f"e{epoch}"
+        fetched = folder.with_name(folder.name + ".fetched")
+        shutil.rmtree(fetched, ignore_errors=True)
+        try:
+            fetch(fetched)
+        except FileNotFoundError:
+            if state.best_epoch != epoch:  # Tune deleted it for a better one, uploaded next
+                logger.info("trial %s: checkpoint of epoch %s was superseded before its upload",
+                            state.trial_id, epoch)
+                return
+            raise
+        try:
+            staged = stage_checkpoint(fetched, folder, self.validation_labels,
+                                      self.settings.calibration_quantile)
+        finally:
+            shutil.rmtree(fetched, ignore_errors=True)
         self.client.log_artifacts(state.run_id, str(staged), names.BEST_CHECKPOINT_PATH)
+        previous, state.staged = state.staged, staged
         if previous is not None and previous != staged:
             shutil.rmtree(previous, ignore_errors=True)
 

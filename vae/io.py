@@ -2,8 +2,8 @@
 
 ``vae.save(model, dir)`` / ``vae.load(dir)`` are the entry points downstream users and the
 ``pull`` command rely on. A pickle can run arbitrary code when loaded (e.g. through
-``__reduce__``), so ``load`` refuses directories that only offer pickle payloads, and optimizer
-state for Tune checkpoints goes through ``torch.load(weights_only=True)``.
+``__reduce__``), so ``load`` refuses directories that only offer pickle payloads. (What else a
+trial's checkpoint holds is ``vae.checkpoint``'s.)
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-OPTIMIZER_FILE = "optimizer.pt"
 # Version 2 added config keys (model.decoder, model.decoder_width, model.tile_size,
 # train.denoise_probability, train.flip, score.normalize, score.select). Their defaults are
 # exactly what version 1 did, so a version-1 folder loads as it is and scores identically.
@@ -125,17 +124,3 @@ def _check_shapes(weights: Path, config: VAEConfig) -> None:
         raise ValueError(f"{weights} does not match its {CONFIG_FILE}: {len(wrong)} tensor(s) "
                          f"differ, e.g. {wrong[:3]}; the two files come from different models")
 
-
-def save_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> Path:
-    """The optimizer's state dict (tensors and plain numbers only) for a Tune checkpoint."""
-    path = Path(path)
-    torch.save(optimizer.state_dict(), path)
-    return path
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, path: str | Path,
-                   map_location: str | torch.device = "cpu") -> torch.optim.Optimizer:
-    """Restore state saved by ``save_optimizer``; ``weights_only=True`` refuses pickled code."""
-    state = torch.load(Path(path), map_location=map_location, weights_only=True)
-    optimizer.load_state_dict(state)
-    return optimizer

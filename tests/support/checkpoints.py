@@ -1,18 +1,14 @@
-"""Real trial checkpoints for tracking tests, laid out as ``search/trainable.py`` writes them.
-
-``vae.save`` output + the optimizer state (``torch.save``, as the trainable does) +
-``state.json`` + ``val_scores.npy`` (``vae.score`` scores of the validation patches).
-"""
+"""Real trial checkpoints for tracking tests, written by ``vae.checkpoint.write`` as the
+trainable writes them, with ``vae.score`` scores of the validation patches."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import vae
+from vae import checkpoint
 from vae.config import VAEConfig
 from vae.model import AitexVAE, build_model
 from vae.score import score_patches
@@ -45,13 +41,9 @@ def make_model(config: VAEConfig, seed: int) -> AitexVAE:
 
 def write_checkpoint(directory: Path, model: AitexVAE, epoch: int, metrics: dict[str, float],
                      val_images: np.ndarray) -> Path:
-    vae.save(model, directory)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     scores, _ = score_patches(model, val_images, keep_maps=False)
-    np.save(directory / "val_scores.npy", scores)
-    (directory / "state.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
-    return directory
+    return checkpoint.write(directory, model, optimizer, epoch, metrics, scores)
 
 
 def outputs(model: AitexVAE, images: np.ndarray) -> np.ndarray:
