@@ -137,9 +137,10 @@ class SearchSettings:
         _number("cpus_per_trial", self.cpus_per_trial, 0.0, strict=True)
         if self.gpus_per_trial is not None:
             _number("gpus_per_trial", self.gpus_per_trial, 0.0, strict=False)
-            if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
-                raise ConfigError(f"--gpus-per-trial={self.gpus_per_trial} is invalid; a "
-                                  "fraction of one GPU (e.g. 0.25) or a whole number")
+            if self.gpus_per_trial > 1:  # a trial trains on one device (no DDP here)
+                raise ConfigError(f"--gpus-per-trial={self.gpus_per_trial} is invalid: a trial "
+                                  "trains on one GPU; use 1, or a fraction (e.g. 0.25) to share "
+                                  "one between trials")
         _positive_int("max_failures", self.max_failures, 0)
         _positive_int("keep_checkpoints", self.keep_checkpoints)
         if self.name is not None:

@@ -1,4 +1,4 @@
-"""train_epoch / evaluate: weights move only when training, loss falls, NaN is refused."""
+"""train_epoch: weights move, loss falls, NaN is refused and stops every later step."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from vae.model import build_model
 from vae.train import (
     NonFiniteLossError,
     autocast_dtype,
-    evaluate,
     make_optimizer,
     select_device,
     train_epoch,
@@ -59,43 +58,6 @@ def test_train_epoch_returns_all_metrics_and_changes_weights():
         assert not torch.equal(before[name], after[name]), name
 
 
-def test_evaluate_does_not_change_weights_mode_or_global_rng():
-    config = _config()
-    torch.manual_seed(0)
-    model = build_model(config)
-    model.train()
-    before = _snapshot(model)
-    rng_before = torch.get_rng_state()
-    metrics = evaluate(model, _images(), config, CPU)
-    assert set(metrics) == {keys.VAL_LOSS, keys.VAL_MSE, keys.VAL_KL}
-    assert torch.equal(torch.get_rng_state(), rng_before)
-    assert model.training
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, before[name]), name
-    assert metrics == evaluate(model, _images(), config, CPU)  # deterministic
-    # val/mse is the plain per-pixel MSE of the mean reconstruction in [0, 1].
-    model.eval()
-    x = torch.as_tensor(_images()).float() / 255
-    with torch.autocast("cpu", dtype=torch.bfloat16,
-                        enabled=autocast_dtype("auto", CPU) is not None):
-        recon = model.reconstruct(x.contiguous(memory_format=torch.channels_last)).float()
-    assert metrics[keys.VAL_MSE] == pytest.approx((recon - x).square().mean().item(), rel=1e-4)
-
-
-def test_val_mse_is_in_unit_scale_for_tanh():
-    config = _config(**{"model.output_activation": "tanh", "loss.bce_weight": 0.0,
-                        "loss.mse_weight": 1.0})
-    torch.manual_seed(0)
-    model = build_model(config)
-    with torch.no_grad():  # a model that outputs -1 everywhere: black in unit scale
-        model.decoder[-1].weight.zero_()
-        model.decoder[-1].bias.fill_(-50.0)
-    images = _images()
-    metrics = evaluate(model, images, config, CPU)
-    expected = float(((images.astype(np.float64) / 255) ** 2).mean())
-    assert metrics[keys.VAL_MSE] == pytest.approx(expected, rel=1e-5)
-
-
 def test_loss_decreases_over_a_few_steps_on_a_fixed_batch():
     config = _config(**{"train.batch_size": 8, "model.dropout": 0.0})
     torch.manual_seed(0)
@@ -118,6 +80,10 @@ def test_training_is_reproducible_from_the_seed():
     assert run(1) != run(2)
 
 
+def _adam_steps(optimizer) -> set[int]:
+    return {int(state["step"]) for state in optimizer.state.values()}
+
+
 def test_a_nan_raises_non_finite_loss_error_without_updating_weights():
     config = _config()
     torch.manual_seed(0)
@@ -132,6 +98,28 @@ def test_a_nan_raises_non_finite_loss_error_without_updating_weights():
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name], ) or name == "fc_dec.bias", name
     assert not any(p.grad is not None for p in model.parameters())  # no stale NaN gradients
+    assert _adam_steps(optimizer) <= {0}  # neither step 0 nor the one after it was taken
+
+
+def test_a_nan_mid_epoch_names_its_step_and_skips_every_later_one():
+    """The check runs on the device (no sync per step): the first bad step and all after it
+    are skipped, the ones before it stand, and the error names the first."""
+    config = _config(**{"train.precision": "off"})
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = make_optimizer(model, config.train)
+    calls = []
+
+    def poison_from_the_second_batch(module, inputs):
+        calls.append(len(calls))
+        return (inputs[0] * float("nan"),) if len(calls) >= 2 else None
+
+    model.fc_dec.register_forward_pre_hook(poison_from_the_second_batch)
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 0, step 1") as err:
+        train_epoch(model, optimizer, _images(count=16), config, CPU)  # 4 steps of 4
+    assert len(calls) == 4 and err.value.step == 1
+    assert _adam_steps(optimizer) == {1}  # only step 0 moved the weights
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_precision_and_device_choices():
@@ -163,3 +151,20 @@ def test_nan_in_a_structured_posterior_is_a_non_finite_loss(covariance):
         model.head.fc_logvar.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="non-finite"):
         train_epoch(model, make_optimizer(model, config.train), _images(), config, CPU)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_cuda_takes_bf16_only_where_it_is_native(monkeypatch, native):
+    """T4/V100-class GPUs emulate bf16 (slower than fp32): "auto" must not pick it there.
+    Their answer cannot be caused on this machine, so torch's query is replaced."""
+    asked = []
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return native or including_emulation  # an emulating GPU says yes when asked loosely
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    cuda = torch.device("cuda", 0)
+    assert autocast_dtype("auto", cuda) == (torch.bfloat16 if native else None)
+    assert asked == [False]
+    assert autocast_dtype("off", cuda) is None and autocast_dtype("bf16", cuda) == torch.bfloat16

@@ -100,9 +100,7 @@ def test_the_best_scorers_auroc_is_what_the_saved_model_scores(tmp_path):
     config = tiny_config(**{"score.select": "best"})
     model = make_model(config, seed=3)
     images, labels = validation_set(normal=8, defect=8, seed=1)
-    normal = torch.from_numpy(images[labels == 0])
-    metrics, scores, _, scorer = validate(model, torch.from_numpy(images), normal, labels, config,
-                                       torch.device("cpu"))
+    metrics, scores, _, scorer = validate(model, torch.from_numpy(images), labels, config)
     assert metrics[keys.VAL_SCORERS_COMPARED] == len(SCORERS)
     name = list(SCORERS)[int(metrics[keys.VAL_SCORER_INDEX])]
     assert scorer_name(scorer) == name

@@ -8,12 +8,13 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from tests.support.standins import StandIn
 from vae.config import LossConfig, ModelConfig, ScoreConfig, VAEConfig
 from vae.score import anomaly_maps, patch_scores, score_patches
 from vae.score.blur import gaussian_blur
 
 
-class ConstantModel(nn.Module):
+class ConstantModel(StandIn):
     """reconstruct(x) = a constant grey in the model's range (0.5 in [0, 1] units)."""
 
     def __init__(self, activation: str = "sigmoid", channels: int = 1, level: float = 0.5):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from tests.support.standins import StandIn
 from vae.config import LossConfig, ModelConfig, ScoreConfig, VAEConfig
 from vae.score import anomaly_maps, stitch
 
 
-class BlackModel(nn.Module):
+class BlackModel(StandIn):
     """reconstruct(x) = 0, so the l1 map of a patch is the patch itself in [0, 1] units."""
 
     def __init__(self):

@@ -99,6 +99,8 @@ def test_settings_defaults_follow_the_data():
     ({"image_size": 40}, "--image-size=40"),
     ({"grace_period": 9, "max_epochs": 4}, "--grace-period=9 exceeds --max-epochs=4"),
     ({"gpus_per_trial": 1.5}, "--gpus-per-trial=1.5"),
+    ({"gpus_per_trial": 2}, "--gpus-per-trial=2 is invalid: a trial trains on one GPU; use 1, or "
+                            "a fraction"),
     ({"cpus_per_trial": 0}, "--cpus-per-trial=0"),
     ({"scheduler": "pbt"}, "--scheduler='pbt'"),
     ({"search_alg": "bohb"}, "--search-alg='bohb'"),

@@ -2,7 +2,9 @@
 
 The caller (the Tune trainable, a test, a notebook) owns the loop over epochs, checkpoints and
 reporting. Speed on this project's CPUs and GPUs comes from channels_last, bf16 autocast where
-the hardware computes bf16 natively, and fused Adam (bench/train_step.py measures them).
+the hardware computes bf16 natively, fused Adam (bench/train_step.py measures them), the uint8
+patches placed on the device once (``place_images``) and one host synchronisation per epoch.
+Validation (losses and scores from one forward pass) is ``vae.validation``'s.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from vae import keys
 from vae.config import TrainConfig, VAEConfig
 from vae.data.corruption import TRAIN_DEFECT_STREAM, corrupt, flip
 from vae.losses import LOSS_TERMS, vae_loss
-from vae.pixels import to_model_input, to_unit
+from vae.pixels import to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        # Native bf16 only (Ampere and newer): is_bf16_supported() also counts the emulation of
+        # T4/V100-class GPUs, where bf16 autocast is slower than fp32.
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else None
     # Without native bf16 instructions oneDNN emulates bf16 with fp32 arithmetic plus
     # conversions, so no speed-up is expected there (not measurable on this project's CPUs).
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
@@ -103,21 +107,55 @@ def _to_input(batch: torch.Tensor, config: VAEConfig, device: torch.device) -> t
     return x.contiguous(memory_format=torch.channels_last)  # uint8 crossed the bus: 4× fewer bytes
 
 
-def _batch_input(images: torch.Tensor, index: torch.Tensor, config: VAEConfig,
-                 device: torch.device) -> torch.Tensor:
-    return _to_input(images[index], config, device)
+def place_images(images: torch.Tensor, device: torch.device, budget_bytes: int) -> torch.Tensor:
+    """Where a trial keeps its uint8 patches: on ``device`` when they fit ``budget_bytes`` (then
+    every batch is indexed there, nothing crosses the bus), else in pinned host memory (so the
+    per-batch copy is asynchronous). On a CPU the patches stay where they are (no copy)."""
+    if device.type != "cuda":
+        return images
+    if images.numel() <= budget_bytes:
+        return images.to(device)
+    log.info("%.0f MB of patches exceed the trial's device budget of %.0f MB; keeping them in "
+             "pinned host memory", images.numel() / 1e6, budget_bytes / 1e6)
+    return images.pin_memory()
+
+
+def _gather(images: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The batch ``images[index]`` on ``device`` (uint8)."""
+    if images.device == device:
+        return images[index.to(device)]
+    batch = images[index]
+    return batch.pin_memory() if images.is_pinned() else batch
+
+
+def _step_unless(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
+    """``optimizer.step()`` that the device skips when ``found_inf`` (a 0/1 float tensor) is 1.
+
+    Fused Adam takes the skip flag in its kernel, as it does for ``torch.amp.GradScaler``
+    (which sets these same two attributes around ``step``): no host synchronisation per step.
+    Other optimizers read the flag on the host.
+    """
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.grad_scale, optimizer.found_inf = None, found_inf
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.grad_scale, optimizer.found_inf
+    elif not bool(found_inf):
+        optimizer.step()
 
 
 def training_pair(batch: torch.Tensor, config: VAEConfig, generator: torch.Generator
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 batch → (model input, clean target, defect masks), all uint8 / bool on the CPU.
+    """uint8 batch → (model input, clean target, defect masks), uint8 / bool on the batch's device.
 
     Flips (``train.flip``) apply to both; the synthetic defects of denoising training
     (``train.denoise_probability``) only to the input, so the loss asks for the clean patch.
     """
     target = flip(batch, config.train.flip, generator)
     if config.train.denoise_probability == 0:
-        return target, target, torch.zeros(target.shape[0], *target.shape[2:], dtype=torch.bool)
+        return target, target, torch.zeros(target.shape[0], *target.shape[2:], dtype=torch.bool,
+                                           device=target.device)
     corrupted, masks = corrupt(target, config.train.denoise_probability, generator)
     return corrupted, target, masks
 
@@ -134,13 +172,16 @@ def _fork_rng(device: torch.device):
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8, config: VAEConfig,
-                device: torch.device, *, epoch: int = 0, generator: torch.Generator | None = None,
-                on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+                device: torch.device, *, epoch: int = 0, generator: torch.Generator | None = None
+                ) -> dict[str, float]:
     """One pass over ``images_uint8`` (N, C, H, W) in shuffled batches → ``train/*`` means.
 
-    Dropout masks and z samples come from torch's RNG, forked and seeded from
-    ``(config.train.seed, epoch)`` (the caller's global RNG is left as it was); the batch order
-    from ``generator`` when given, else from the same seed.
+    ``images_uint8`` may already be on ``device`` (``place_images``). Dropout masks and z
+    samples come from torch's RNG, forked and seeded from ``(config.train.seed, epoch)`` (the
+    caller's global RNG is left as it was); the batch order from ``generator`` when given, else
+    from the same seed. The loss terms are summed on the device and read once, at the end. A
+    non-finite loss term or gradient norm makes the device skip that step and every later one,
+    so the weights stay as they were before it, and raises ``NonFiniteLossError`` naming it.
     """
     images = _as_uint8_tensor(images_uint8)
     prepare_model(model, device)
@@ -148,18 +189,23 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8
     precision = autocast_dtype(config.train.precision, device)
     clip = config.train.grad_clip_norm if config.train.grad_clip_norm > 0 else math.inf
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    sums = dict.fromkeys(LOSS_TERMS, 0.0)
+    names = (*LOSS_TERMS, "grad_norm")
+    sums = torch.zeros(len(LOSS_TERMS), device=device, dtype=torch.float64)
+    failed = torch.zeros((), device=device)  # 1.0 from the first non-finite step on
+    first_bad = torch.full((len(names) + 1,), math.nan, device=device)  # (step, *values)
+    step_number = torch.zeros(1, device=device)  # the step, counted on the device (no copies)
     start = time.perf_counter()
     augment = config.train.flip != "none" or config.train.denoise_probability > 0
     augmentation = augmentation_generator(config.train.seed, epoch) if augment else None
     with _fork_rng(device):
         torch.manual_seed(epoch_seed(config.train.seed, epoch))
         order = torch.randperm(len(images), generator=generator)
-        for step, index in enumerate(order.split(config.train.batch_size)):
+        for index in order.split(config.train.batch_size):
+            batch = _gather(images, index, device)
             if augmentation is None:
-                x = target = _batch_input(images, index, config, device)
+                x = target = _to_input(batch, config, device)
             else:
-                noisy, clean, _ = training_pair(images[index], config, augmentation)
+                noisy, clean, _ = training_pair(batch, config, augmentation)
                 x = _to_input(noisy, config, device)
                 target = x if noisy is clean else _to_input(clean, config, device)  # flips only
             optimizer.zero_grad(set_to_none=True)
@@ -168,57 +214,25 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8
                 terms = vae_loss(model(x), target, config.loss)
             terms["loss"].backward()
             grad_norm = nn.utils.clip_grad_norm_(params, clip)
-            # One host sync per step: the values and the finiteness check together.
             values = torch.stack([terms[k].detach().float() for k in LOSS_TERMS]
-                                 + [grad_norm.float()]).tolist()
-            for name, value in zip((*LOSS_TERMS, "grad_norm"), values, strict=True):
-                if not math.isfinite(value):
-                    optimizer.zero_grad(set_to_none=True)
-                    raise NonFiniteLossError(name, value, epoch, step)
-            optimizer.step()
-            for name, value in zip(LOSS_TERMS, values, strict=False):
-                sums[name] += value * len(index)
-            if on_step is not None:
-                on_step(step, {TRAIN_KEYS[k]: v for k, v in zip(LOSS_TERMS, values, strict=False)})
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+                                 + [grad_norm.float()])
+            bad = (~torch.isfinite(values).all()).float()
+            newly = bad * (1 - failed)  # this step is the first non-finite one
+            first_bad = torch.where(newly > 0, torch.cat([step_number, values]), first_bad)
+            failed = torch.maximum(failed, bad)
+            _step_unless(optimizer, failed)
+            sums += torch.where(failed > 0, 0.0, values[:len(LOSS_TERMS)].double() * len(index))
+            step_number += 1
+    totals = torch.cat([sums, failed.double()[None], first_bad.double()]).tolist()  # one sync
     elapsed = time.perf_counter() - start
-    metrics = {TRAIN_KEYS[name]: total / len(images) for name, total in sums.items()}
+    if totals[len(LOSS_TERMS)]:
+        optimizer.zero_grad(set_to_none=True)
+        bad_step, *bad_values = totals[len(LOSS_TERMS) + 1:]
+        name, value = next((n, v) for n, v in zip(names, bad_values, strict=True)
+                           if not math.isfinite(v))
+        raise NonFiniteLossError(name, value, epoch, int(bad_step))
+    metrics = {TRAIN_KEYS[name]: total / len(images)
+               for name, total in zip(LOSS_TERMS, totals, strict=False)}
     metrics[keys.TRAIN_IMAGES_PER_S] = len(images) / elapsed
     metrics[keys.TRAIN_EPOCH_TIME_S] = elapsed
     return metrics
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, images_uint8, config: VAEConfig,
-             device: torch.device) -> dict[str, float]:
-    """``val/loss`` and ``val/kl`` (the training objective, z sampled with a fixed seed) and
-    ``val/mse``: per-pixel MSE of the posterior-mean reconstruction in the [0, 1] scale.
-
-    Runs in eval mode without gradients; the model's mode and the global RNG are restored.
-    """
-    images = _as_uint8_tensor(images_uint8)
-    was_training = model.training
-    prepare_model(model, device)
-    model.eval()
-    precision = autocast_dtype(config.train.precision, device)
-    sums = {"loss": 0.0, "kl": 0.0, "squared_error": 0.0}
-    try:
-        with _fork_rng(device):
-            torch.manual_seed(config.train.seed)
-            for index in torch.arange(len(images)).split(config.train.batch_size):
-                x = _batch_input(images, index, config, device)
-                with torch.autocast(device.type, dtype=precision or torch.float32,
-                                    enabled=precision is not None):
-                    output = model(x)
-                    terms = vae_loss(output, x, config.loss)
-                    recon = model.decode(output.posterior.mean)[0]  # mean z: deterministic
-                residual = to_unit(recon.float(), config.model.input_range) \
-                    - to_unit(x, config.model.input_range)
-                sums["loss"] += terms["loss"].item() * len(index)
-                sums["kl"] += terms["kl"].item() * len(index)
-                sums["squared_error"] += residual.square().sum().item()
-    finally:
-        model.train(was_training)
-    return {keys.VAL_LOSS: sums["loss"] / len(images), keys.VAL_KL: sums["kl"] / len(images),
-            keys.VAL_MSE: sums["squared_error"] / images.numel()}

@@ -12,8 +12,9 @@ generator (AHL, Zhu et al. 2024, keeps its generators apart for the same reason)
 - the fill is *texture from elsewhere*: another patch of the batch, transposed (the weave turned
   by 90°), shifted in brightness by 10–50 gray levels and blended with an opacity of 0.4–1.
 
-Everything is drawn from a caller-given ``torch.Generator`` whose seed stream
-(``TRAIN_DEFECT_STREAM``) never meets the validation seeds.
+Everything is drawn on the CPU from a caller-given ``torch.Generator`` whose seed stream
+(``TRAIN_DEFECT_STREAM``) never meets the validation seeds, then applied on the images' device:
+a batch gets the same defects and flips on a GPU as on a CPU.
 """
 
 from __future__ import annotations
@@ -62,23 +63,25 @@ def corrupt(images: torch.Tensor, probability: float, generator: torch.Generator
         raise ValueError(f"expected uint8 images (B, C, H, W), got {images.dtype} "
                          f"{tuple(images.shape)}")
     batch, _, height, width = images.shape
+    device = images.device
     out = images.clone()
     chosen = torch.rand(batch, generator=generator) < probability
     if batch == 0 or not bool(chosen.any()) or height != width:
-        return out, torch.zeros(batch, height, width, dtype=torch.bool)
-    index = chosen.nonzero().flatten()
-    blobs = blob_masks(len(index), (height, width), generator)  # (k, H, W)
+        return out, torch.zeros(batch, height, width, dtype=torch.bool, device=device)
+    index_cpu = chosen.nonzero().flatten()
+    blobs = blob_masks(len(index_cpu), (height, width), generator).to(device)  # (k, H, W)
+    sign = torch.where(torch.rand(len(index_cpu), generator=generator) < 0.5, -1.0, 1.0)
+    shift = (sign * _uniform(len(index_cpu), *SHIFT_LEVELS, generator)).to(device)
+    opacity = _uniform(len(index_cpu), *OPACITY, generator).to(device)
+    index = index_cpu.to(device)
     x = images[index].float()  # (k, C, H, W)
     # Texture from elsewhere: the previous chosen patch (itself when only one), weave turned 90°.
     source = images[index.roll(1)].float().transpose(-1, -2)
-    sign = torch.where(torch.rand(len(index), generator=generator) < 0.5, -1.0, 1.0)
-    shift = sign * _uniform(len(index), *SHIFT_LEVELS, generator)
-    opacity = _uniform(len(index), *OPACITY, generator)
     fill = (source + shift[:, None, None, None]).clamp_(0, 255)
     blended = x + opacity[:, None, None, None] * (fill - x)
     corrupted = torch.where(blobs[:, None], blended.round_().clamp_(0, 255), x).to(torch.uint8)
     out[index] = corrupted
-    masks = torch.zeros(batch, height, width, dtype=torch.bool)
+    masks = torch.zeros(batch, height, width, dtype=torch.bool, device=device)
     masks[index] = (corrupted != images[index]).any(dim=1)
     return out, masks
 
@@ -95,5 +98,6 @@ def flip(images: torch.Tensor, mode: str, generator: torch.Generator) -> torch.T
     axes = ((-1,), (-2,)) if mode == "both" else ((-1,),)
     for axis in axes:
         picked = (torch.rand(len(out), generator=generator) < 0.5).nonzero().flatten()
+        picked = picked.to(out.device)
         out[picked] = out[picked].flip(axis)
     return out

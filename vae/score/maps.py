@@ -13,8 +13,10 @@ sees, and averaged over channels, so ``l2`` maps of different models share a sca
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,9 +24,9 @@ from torch import nn
 
 from vae.config import ScoreConfig
 from vae.pixels import to_model_input, to_unit
+from vae.posterior import Posterior
 from vae.score.blur import gaussian_blur
 from vae.score.similarity import msgms_map, ssim_map
-from vae.train import autocast_dtype
 
 NORMALIZE_EPS = 1e-6  # a flat map (std 0) normalises to zeros, not NaN
 
@@ -100,10 +102,48 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def iter_reconstructions(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
-                         batch_size: int = 64, device: str | torch.device | None = None
-                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, x̂)`` float32 batches (B, C, H, W) in [0, 1] on ``device``, in input order.
+@contextlib.contextmanager
+def scoring_precision(device: torch.device) -> Iterator[None]:
+    """Scores in one precision on every device: fp32, autocast off, and no TF32 on CUDA.
+
+    Trials train in bf16 where the hardware has it, but a threshold calibrated on a trial's
+    scores must meet the same numbers when a pulled model scores on a CPU; bf16 (or TF32)
+    reconstructions differ from fp32 ones by ~1e-3 relative, enough to flip decisions near the
+    threshold. Validation, calibration, ``aitexvae score`` and the pyfunc all score in here.
+    """
+    with torch.autocast(device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        matmul = torch.backends.cuda.matmul.allow_tf32
+        cudnn = torch.backends.cudnn
+        try:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                             deterministic=cudnn.deterministic, allow_tf32=False):
+                yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One deterministic forward pass over a batch: what scores and validation losses need."""
+
+    x: torch.Tensor  # (B, C, H, W) float32 model input, in the model's input range
+    recon: torch.Tensor  # (B, C, H, W) float32 reconstruction of the posterior mean, same range
+    logits: torch.Tensor | None  # pre-sigmoid output of a logits model, else None
+    posterior: Posterior
+
+    def unit(self, input_range: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, x̂) in [0, 1]: the scale maps compare in."""
+        return to_unit(self.x, input_range), to_unit(self.recon, input_range)
+
+
+def iter_passes(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
+                batch_size: int = 64, device: str | torch.device | None = None
+                ) -> Iterator[Pass]:
+    """One encode and one decode (of the posterior mean) per patch, in input order, in fp32.
 
     The model is put in eval mode (dropout off) for the pass and returned to its previous mode.
     ``device=None`` uses the model's own device; a given device moves the model there.
@@ -114,22 +154,28 @@ def iter_reconstructions(model: nn.Module, images_uint8: np.ndarray | torch.Tens
     images = _as_nchw(images_uint8, config.model.in_channels)
     device = torch.device(device) if device is not None else _model_device(model)
     model.to(device)
-    input_range = config.model.input_range
-    # The trial's own precision rule (bf16 on CUDA, and on CPUs with native bf16, unless off).
-    autocast = autocast_dtype(config.train.precision, device)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), scoring_precision(device):
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start:start + batch_size].to(device, non_blocking=True)
-                x = to_model_input(batch, input_range)  # uint8 crosses the bus, floats do not
-                with torch.autocast(device.type, dtype=autocast or torch.float32,
-                                    enabled=autocast is not None):
-                    recon = model.reconstruct(x)
-                yield to_unit(x, input_range), to_unit(recon.float(), input_range)
+                x = to_model_input(batch, config.model.input_range)  # uint8 crosses the bus
+                posterior = model.encode(x)
+                recon, logits = model.decode(posterior.mean)
+                yield Pass(x, recon.float(), logits, posterior)
     finally:
         model.train(was_training)
+
+
+def iter_reconstructions(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
+                         batch_size: int = 64, device: str | torch.device | None = None
+                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, x̂)`` float32 batches (B, C, H, W) in [0, 1] on ``device``, in input order
+    (see ``iter_passes``)."""
+    input_range = model.config.model.input_range
+    for batch in iter_passes(model, images_uint8, batch_size=batch_size, device=device):
+        yield batch.unit(input_range)
 
 
 def iter_map_batches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,

@@ -1,0 +1,136 @@
+"""vae.validation: one forward pass per patch gives the losses and every scorer's scores, in fp32
+whatever the training precision, and leaves the model, its mode and the global RNG alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import vae
+from search.trainable import validate
+from tests.support.checkpoints import make_model, tiny_config, validation_set
+from vae import keys
+from vae.losses import vae_loss
+from vae.model import VAEOutput
+from vae.pixels import to_model_input
+from vae.score import score_patches
+from vae.score.scorers import SCORERS, candidates
+from vae.train import make_optimizer, train_epoch
+from vae.validation import validation_pass
+
+CPU = torch.device("cpu")
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+class PassCounter:
+    """Counts the patches that go through the encoder and the decoder (forward hooks)."""
+
+    def __init__(self, model) -> None:
+        self.encoded = self.decoded = 0
+        model.encoder.register_forward_hook(self._count("encoded"))
+        model.decoder.register_forward_hook(self._count("decoded"))
+
+    def _count(self, attribute: str):
+        def hook(module, inputs, output):
+            setattr(self, attribute, getattr(self, attribute) + inputs[0].shape[0])
+        return hook
+
+
+def test_losses_and_scores_come_from_one_encode_and_one_decode_per_patch():
+    config = tiny_config(**{"score.select": "best"})  # every scorer of the set, still one pass
+    model = make_model(config, seed=1)
+    images, labels = validation_set(normal=7, defect=5)
+    counter = PassCounter(model)
+    metrics, scores = validation_pass(model, images, candidates(config.score), labels == 0,
+                                      batch_size=4)
+    assert (counter.encoded, counter.decoded) == (12, 12)
+    assert set(metrics) == {keys.VAL_LOSS, keys.VAL_KL, keys.VAL_MSE}
+    assert set(scores) == set(SCORERS) and all(s.shape == (12,) for s in scores.values())
+    # Through the trainable's validate, with the real-defect patches too: still once each.
+    counter.encoded = counter.decoded = 0
+    real = (torch.from_numpy(images[:6]), labels[:6].copy())
+    validate(model, torch.from_numpy(images), labels, config, real)
+    assert (counter.encoded, counter.decoded) == (12 + 6, 12 + 6)
+
+
+def test_the_losses_are_the_training_loss_at_the_posterior_mean_over_the_normal_patches():
+    config = tiny_config(**{"loss.fft_weight": 0.5, "model.covariance": "lowrank",
+                            "model.rank": 2})
+    model = make_model(config, seed=2)
+    images, labels = validation_set(normal=6, defect=4)
+    metrics, _ = validation_pass(model, images, candidates(config.score), labels == 0,
+                                 batch_size=4)
+    with torch.inference_mode():
+        x = to_model_input(torch.from_numpy(images[labels == 0]), config.model.input_range)
+        posterior = model.encode(x)
+        recon, logits = model.decode(posterior.mean)
+        terms = vae_loss(VAEOutput(recon, logits, posterior, posterior.mean), x, config.loss)
+    # Float32 sums in another order (batches of 4 here, one of 6 there): ~1e-5 relative; the
+    # KL of an untrained model is a difference of near-equal terms.
+    assert metrics[keys.VAL_LOSS] == pytest.approx(terms["loss"].item(), rel=1e-4)
+    assert metrics[keys.VAL_KL] == pytest.approx(terms["kl"].item(), rel=1e-4)
+    assert metrics[keys.VAL_MSE] == pytest.approx((recon - x).square().mean().item(), rel=1e-4)
+
+
+def test_validation_is_deterministic_and_leaves_weights_mode_and_rng_alone():
+    config = tiny_config(**{"model.dropout": 0.3})
+    model = make_model(config, seed=0).train()
+    images, labels = validation_set()
+    before, rng = _snapshot(model), torch.get_rng_state()
+    first = validation_pass(model, images, candidates(config.score), labels == 0)
+    assert model.training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+    second = validation_pass(model, images, candidates(config.score), labels == 0)
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1]["l2_smooth/topk_mean"],
+                                  second[1]["l2_smooth/topk_mean"])
+
+
+def test_val_mse_is_in_unit_scale_for_tanh():
+    config = tiny_config(**{"model.output_activation": "tanh", "loss.bce_weight": 0.0,
+                            "loss.mse_weight": 1.0})
+    model = make_model(config, seed=0)
+    with torch.no_grad():  # a model that outputs -1 everywhere: black in unit scale
+        model.decoder[-1].weight.zero_()
+        model.decoder[-1].bias.fill_(-50.0)
+    images, labels = validation_set()
+    metrics, _ = validation_pass(model, images, candidates(config.score), labels == 0)
+    expected = float(((images[labels == 0].astype(np.float64) / 255) ** 2).mean())
+    assert metrics[keys.VAL_MSE] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_bf16_trial_hands_a_pulled_model_its_exact_validation_scores(tmp_path):
+    """Trials may train in bf16; scoring is fp32 everywhere, so the model that scores after
+    ``vae.load`` on a CPU meets the very numbers its calibration was fit on."""
+    config = tiny_config(**{"train.precision": "bf16", "train.batch_size": 4})
+    model = make_model(config, seed=4)
+    images, labels = validation_set(normal=8, defect=4)
+    train_epoch(model, make_optimizer(model, config.train), images[labels == 0], config, CPU)
+    _, scores, _, scorer = validate(model, torch.from_numpy(images), labels, config)
+    model.config = replace(config, score=scorer)
+    folder = vae.save(model, tmp_path / "pulled")
+    rescored, _ = score_patches(vae.load(folder), images, keep_maps=False)
+    np.testing.assert_array_equal(rescored, scores)
+    # And bf16 scoring would not have given them: the precision is what makes them equal.
+    x = to_model_input(torch.from_numpy(images), config.model.input_range)
+    with torch.inference_mode():
+        fp32 = vae.load(folder).eval().reconstruct(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model.eval().reconstruct(x).float()
+    assert not torch.equal(bf16, fp32)
+
+
+def test_bad_masks_are_refused_with_the_shape_or_reason():
+    config = tiny_config()
+    model = make_model(config, seed=0)
+    images, labels = validation_set()
+    with pytest.raises(ValueError, match=r"normal must be a bool mask of shape \(12,\)"):
+        validation_pass(model, images, candidates(config.score), labels[:5] == 0)
+    with pytest.raises(ValueError, match="no normal patches"):
+        validation_pass(model, images, candidates(config.score), np.zeros(12, bool))

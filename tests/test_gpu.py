@@ -1,0 +1,89 @@
+"""The CUDA path: placement of the patches, the memory share, the precision rule, and scores that
+do not depend on the device. Marked ``gpu``: deselected (not skipped, not counted) where CUDA is
+absent (``tests/conftest.py``); ``bench/gpu_check.sh`` runs them on a GPU machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from search.trainable import DATA_SHARE_OF_DEVICE, TrialData, claim_gpu
+from tests.support.checkpoints import make_model, tiny_config, validation_set
+from vae.score import score_patches
+from vae.score.scorers import candidates
+from vae.train import autocast_dtype, make_optimizer, place_images, train_epoch
+from vae.validation import validation_pass
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda", 0)
+
+
+def _patches(count: int = 32) -> np.ndarray:
+    images, _ = validation_set(normal=count, defect=0, seed=3)
+    return images
+
+
+def test_patches_go_to_the_device_when_they_fit_and_to_pinned_memory_when_not():
+    images = torch.from_numpy(_patches())
+    assert place_images(images, CUDA, budget_bytes=images.numel()).device.type == "cuda"
+    pinned = place_images(images, CUDA, budget_bytes=images.numel() - 1)
+    assert pinned.device.type == "cpu" and pinned.is_pinned()
+    data = TrialData(_patches(), _patches(8), np.zeros(8, int))
+    train, val, real = data.tensors(CUDA, budget_bytes=_patches().size)  # room for train only
+    assert train.device.type == "cuda" and val.is_pinned() and real is None
+
+
+def test_training_from_device_patches_equals_training_from_pinned_host_patches():
+    config = tiny_config(**{"train.batch_size": 8, "train.precision": "off",
+                            "train.denoise_probability": 0.5, "train.flip": "both"})
+    results = []
+    for budget in (1 << 30, 0):
+        model = make_model(config, seed=0).to(CUDA)
+        images = place_images(torch.from_numpy(_patches()), CUDA, budget)
+        metrics = train_epoch(model, make_optimizer(model, config.train), images, config, CUDA)
+        results.append(({k: v for k, v in metrics.items() if "_s" not in k},
+                        [p.detach().cpu() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    for on_device, from_host in zip(results[0][1], results[1][1], strict=True):
+        assert torch.equal(on_device, from_host)
+
+
+def test_a_trial_is_capped_to_its_share_and_starts_with_an_empty_cache():
+    hoard = torch.empty(256 << 20, dtype=torch.uint8, device=CUDA)  # a previous trial's blocks
+    del hoard
+    assert torch.cuda.memory_reserved(CUDA) >= 256 << 20  # cached, not handed back
+    try:
+        device, budget = claim_gpu(0.25)
+        assert device == CUDA and torch.cuda.memory_reserved(CUDA) < 256 << 20
+        assert torch.cuda.get_per_process_memory_fraction(CUDA) == pytest.approx(0.25)
+        total = torch.cuda.get_device_properties(CUDA).total_memory
+        assert budget == int(total * 0.25 * DATA_SHARE_OF_DEVICE)
+        assert torch.backends.cudnn.benchmark
+        with pytest.raises(torch.OutOfMemoryError):  # more than the share is refused
+            torch.empty(int(total * 0.3), dtype=torch.uint8, device=CUDA)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, CUDA)
+
+
+def test_auto_precision_follows_native_bf16():
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    assert autocast_dtype("auto", CUDA) == (torch.bfloat16 if native else None)
+
+
+def test_scores_and_validation_agree_across_devices_and_training_precision():
+    config = tiny_config(**{"train.precision": "bf16", "score.select": "best"})
+    images, labels = validation_set(normal=8, defect=8)
+    cpu_model = make_model(config, seed=5)
+    cpu_scores, _ = score_patches(cpu_model, images, keep_maps=False)
+    gpu_model = make_model(config, seed=5).to(CUDA)
+    gpu_scores, _ = score_patches(gpu_model, images, keep_maps=False)
+    # fp32 with TF32 off on both: only the kernels' summation order differs.
+    np.testing.assert_allclose(gpu_scores, cpu_scores, rtol=1e-4, atol=1e-6)
+    scorers = candidates(config.score)
+    on_cpu = validation_pass(cpu_model, images, scorers, labels == 0)
+    on_gpu = validation_pass(gpu_model, torch.from_numpy(images).to(CUDA), scorers, labels == 0)
+    for name in scorers:
+        np.testing.assert_allclose(on_gpu[1][name], on_cpu[1][name], rtol=1e-4, atol=1e-6)
+    for key, value in on_cpu[0].items():
+        assert on_gpu[0][key] == pytest.approx(value, rel=1e-4), key
