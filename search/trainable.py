@@ -96,7 +96,7 @@ class TrialData:
         for images in (train, val, None if real is None else real[0]):
             if images is not None:  # training patches first: every step reads them
                 placed.append(place_images(images, device, budget_bytes))
-                budget_bytes -= images.numel() if placed[-1].device == device else 0
+                budget_bytes -= images.numel() if placed[-1].device.type == device.type else 0
         train, val = placed[:2]
         return train, val, None if real is None else (placed[2], real[1])
 
@@ -133,9 +133,9 @@ def _restore(directory: Path, config: VAEConfig, device: torch.device
     if restored.optimizer_state is None:
         # A checkpoint that stopped being the latest after Tune's last experiment snapshot
         # (the driver died in between) lost its optimizer state to pruning. The trial starts
-        # over: its seeds make the replayed epochs exactly the same, only time is lost.
+        # over: its seeds replay the same epochs (bit for bit on a CPU), only time is lost.
         log.warning("checkpoint %s of epoch %d has no optimizer state; restarting the trial "
-                    "from epoch 0 (same seeds, same result)", directory, restored.epoch)
+                    "from epoch 0 (same seeds)", directory, restored.epoch)
         return None
     model = prepare_model(restored.model, device)
     optimizer = make_optimizer(model, config.train)

@@ -35,7 +35,7 @@ from tracking.restore import TrialState, child_runs, find_parent, restored_trial
 from tracking.settings import TrackingSettings, check_search_name
 from tracking.writer import Writer
 from vae import keys
-from vae.checkpoint import copy_for_pull
+from vae.checkpoint import SCORES_FILE, copy_for_pull
 
 logger = logging.getLogger(__name__)
 # Copies a checkpoint's PULL_FILES into the folder it is given (see log_checkpoint).
@@ -257,14 +257,18 @@ class SearchTracker:
         fetched = folder.with_name(folder.name + ".fetched")
         shutil.rmtree(fetched, ignore_errors=True)
         try:
-            fetch(fetched)
-        except FileNotFoundError:
-            if state.best_epoch != epoch:  # Tune deleted it for a better one, uploaded next
+            try:
+                fetch(fetched)
+            except FileNotFoundError:
+                if state.best_epoch == epoch:
+                    raise
+                fetched_all = False
+            else:  # scores are optional in a checkpoint, but not when Tune deleted them
+                fetched_all = (fetched / SCORES_FILE).is_file() or state.best_epoch == epoch
+            if not fetched_all:  # Tune deleted it for a better one, which is uploaded next
                 logger.info("trial %s: checkpoint of epoch %s was superseded before its upload",
                             state.trial_id, epoch)
                 return
-            raise
-        try:
             staged = stage_checkpoint(fetched, folder, self.validation_labels,
                                       self.settings.calibration_quantile)
         finally:

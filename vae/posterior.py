@@ -52,6 +52,13 @@ class Posterior:
         """Σ, shape (B, d, d) (dense; for tests and inspection, not for training)."""
         raise NotImplementedError
 
+    def select(self, rows: Tensor) -> Posterior:
+        """The posteriors of ``rows`` (indices into the batch), of the same family: every
+        parameter tensor of a posterior is batch-first."""
+        chosen = object.__new__(type(self))
+        chosen.__dict__.update({name: value[rows] for name, value in vars(self).items()})
+        return chosen
+
 
 class DiagonalPosterior(Posterior):
     """N(mu, diag(exp(logvar))); Kingma & Welling 2014, App. B:

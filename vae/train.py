@@ -109,23 +109,30 @@ def _to_input(batch: torch.Tensor, config: VAEConfig, device: torch.device) -> t
 
 def place_images(images: torch.Tensor, device: torch.device, budget_bytes: int) -> torch.Tensor:
     """Where a trial keeps its uint8 patches: on ``device`` when they fit ``budget_bytes`` (then
-    every batch is indexed there, nothing crosses the bus), else in pinned host memory (so the
-    per-batch copy is asynchronous). On a CPU the patches stay where they are (no copy)."""
-    if device.type != "cuda":
+    every batch is indexed there, nothing crosses the bus), else where they are (each batch is
+    then gathered into pinned memory and copied asynchronously, ``_gather``)."""
+    if device.type != "cuda" or images.numel() > budget_bytes:
+        if device.type == "cuda":
+            log.info("%.0f MB of patches exceed the trial's device budget of %.0f MB; batches "
+                     "are copied from host memory", images.numel() / 1e6, budget_bytes / 1e6)
         return images
-    if images.numel() <= budget_bytes:
-        return images.to(device)
-    log.info("%.0f MB of patches exceed the trial's device budget of %.0f MB; keeping them in "
-             "pinned host memory", images.numel() / 1e6, budget_bytes / 1e6)
-    return images.pin_memory()
+    return images.to(device)
 
 
 def _gather(images: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The batch ``images[index]`` on ``device`` (uint8)."""
-    if images.device == device:
-        return images[index.to(device)]
-    batch = images[index]
-    return batch.pin_memory() if images.is_pinned() else batch
+    """The batch ``images[index]`` (uint8) on ``device``, without waiting for the device:
+    indexed there when the patches live there, else gathered into pinned host memory."""
+    if images.device.type == device.type:
+        return images[index]  # ``index`` is on the images' device (train_epoch puts it there)
+    return images[index].pin_memory().to(device, non_blocking=True)
+
+
+def _resolved(device: torch.device) -> torch.device:
+    """``cuda`` → ``cuda:N`` (the current device): tensors report an index, comparisons need it."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _step_unless(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
@@ -184,6 +191,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8
     so the weights stay as they were before it, and raises ``NonFiniteLossError`` naming it.
     """
     images = _as_uint8_tensor(images_uint8)
+    device = _resolved(device)
     prepare_model(model, device)
     model.train()
     precision = autocast_dtype(config.train.precision, device)
@@ -199,7 +207,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8
     augmentation = augmentation_generator(config.train.seed, epoch) if augment else None
     with _fork_rng(device):
         torch.manual_seed(epoch_seed(config.train.seed, epoch))
-        order = torch.randperm(len(images), generator=generator)
+        # Drawn on the CPU (the same order on every device), moved once: indexing a batch then
+        # needs no copy, and no copy means no wait for the device.
+        order = torch.randperm(len(images), generator=generator).to(images.device,
+                                                                    non_blocking=True)
         for index in order.split(config.train.batch_size):
             batch = _gather(images, index, device)
             if augmentation is None:

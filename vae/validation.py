@@ -1,5 +1,6 @@
 """One validation pass: the loss terms, ``val/mse`` and every scorer's scores from one forward
-pass per patch (one encode, one decode of the posterior mean), in fp32 on every device.
+pass per patch (one encode, one decode of the posterior mean), in fp32 on every device, in the
+batches ``score_patches`` forms (so a pulled model reproduces the scores bit for bit).
 
 ``val/loss`` is the training loss with z at the posterior mean (the reconstruction the scores
 see) plus the closed-form KL: deterministic, and free once the scores' pass has run. A sampled-z
@@ -14,10 +15,10 @@ import torch
 from torch import nn
 
 from vae import keys
-from vae.config import ScoreConfig
+from vae.config import ScoreConfig, VAEConfig
 from vae.losses import vae_loss
 from vae.model import VAEOutput
-from vae.score.maps import iter_passes
+from vae.score.maps import Pass, iter_passes
 from vae.score.scorers import score_all
 
 
@@ -33,41 +34,52 @@ def validation_pass(model: nn.Module, images_uint8: np.ndarray | torch.Tensor,
     """
     images = torch.as_tensor(images_uint8)
     count = images.shape[0]
-    order = np.arange(count)
     normal = np.asarray(normal, dtype=bool)
     if normal.shape != (count,):
         raise ValueError(f"normal must be a bool mask of shape ({count},), got {normal.shape}")
     if not normal.any():
         raise ValueError("no normal patches to compute validation losses on (normal is all False)")
-    groups = [order[normal], order[~normal]]
     config = model.config
-    # Everything stays on the device until the end: one host sync per pass, not per batch.
+    # Batches in input order, as score_patches forms them: kernels may round differently for
+    # another batch composition, and a pulled model must reproduce these scores bit for bit.
+    # Everything stays on the device until the end: the host reads it once per scorer and once
+    # for the loss sums, not per batch.
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in scorers}
     sums = None  # (loss, kl, squared error) summed over the normal patches
-    for group_index, rows in enumerate(groups):
+    start = 0
+    for batch in iter_passes(model, images, batch_size=batch_size):
+        size = batch.x.shape[0]
+        x_unit, recon_unit = batch.unit(config.model.input_range)
+        for name, values in score_all(x_unit, recon_unit, scorers).items():
+            parts[name].append(values.float())
+        rows = np.flatnonzero(normal[start:start + size])
+        start += size
         if rows.size == 0:
             continue
-        with_losses = group_index == 0
-        for batch in iter_passes(model, images[torch.as_tensor(rows)], batch_size=batch_size):
-            x_unit, recon_unit = batch.unit(config.model.input_range)
-            for name, values in score_all(x_unit, recon_unit, scorers).items():
-                parts[name].append(values.float())
-            if with_losses:
-                output = VAEOutput(batch.recon, batch.logits, batch.posterior,
-                                   batch.posterior.mean)
-                terms = vae_loss(output, batch.x, config.loss)
-                size = batch.x.shape[0]
-                step = torch.stack([terms["loss"] * size, terms["kl"] * size,
-                                    (recon_unit - x_unit).square().sum()]).double()
-                sums = step if sums is None else sums + step
-    placement = np.concatenate(groups)  # row i of the concatenated scores is patch placement[i]
-    scores = {}
-    for name, chunks in parts.items():
-        values = np.empty(count, np.float32)
-        values[placement] = torch.cat(chunks).cpu().numpy() if chunks else np.zeros(0)
-        scores[name] = values
+        step = _normal_sums(batch, x_unit, recon_unit, rows, config)
+        sums = step if sums is None else sums + step
+    scores = {name: torch.cat(chunks).cpu().numpy() for name, chunks in parts.items()}
     normal_count = int(np.count_nonzero(normal))
     loss, kl, squared_error = sums.tolist()
     pixels = normal_count * int(np.prod(images.shape[1:]))
     return ({keys.VAL_LOSS: loss / normal_count, keys.VAL_KL: kl / normal_count,
              keys.VAL_MSE: squared_error / pixels}, scores)
+
+
+def _normal_sums(batch: Pass, x_unit: torch.Tensor, recon_unit: torch.Tensor, rows: np.ndarray,
+                 config: VAEConfig) -> torch.Tensor:
+    """(loss, kl, squared error) summed over the ``rows`` of the batch (its normal patches)."""
+    size = batch.x.shape[0]
+    if rows.size < size:
+        index = torch.as_tensor(rows).to(batch.x.device, non_blocking=True)
+        tiles = batch.posterior.mean.shape[0] // size  # a tiled model: T posteriors per patch
+        tile_rows = (index[:, None] * tiles + torch.arange(tiles, device=index.device)).flatten()
+        posterior = batch.posterior.select(tile_rows)
+        logits = None if batch.logits is None else batch.logits[index]
+        batch = Pass(batch.x[index], batch.recon[index], logits, posterior)
+        x_unit, recon_unit = x_unit[index], recon_unit[index]
+    output = VAEOutput(batch.recon, batch.logits, batch.posterior, batch.posterior.mean)
+    terms = vae_loss(output, batch.x, config.loss)
+    count = int(rows.size)
+    return torch.stack([terms["loss"] * count, terms["kl"] * count,
+                        (recon_unit - x_unit).square().sum()]).double()

@@ -69,11 +69,14 @@ def corrupt(images: torch.Tensor, probability: float, generator: torch.Generator
     if batch == 0 or not bool(chosen.any()) or height != width:
         return out, torch.zeros(batch, height, width, dtype=torch.bool, device=device)
     index_cpu = chosen.nonzero().flatten()
-    blobs = blob_masks(len(index_cpu), (height, width), generator).to(device)  # (k, H, W)
+    # Drawn on the CPU (one stream of randoms on every device); copied without waiting for the
+    # device (non_blocking: from pageable memory the copy is staged, the host does not block).
+    blobs = blob_masks(len(index_cpu), (height, width), generator).to(device, non_blocking=True)
     sign = torch.where(torch.rand(len(index_cpu), generator=generator) < 0.5, -1.0, 1.0)
-    shift = (sign * _uniform(len(index_cpu), *SHIFT_LEVELS, generator)).to(device)
-    opacity = _uniform(len(index_cpu), *OPACITY, generator).to(device)
-    index = index_cpu.to(device)
+    shift = (sign * _uniform(len(index_cpu), *SHIFT_LEVELS, generator)).to(device,
+                                                                           non_blocking=True)
+    opacity = _uniform(len(index_cpu), *OPACITY, generator).to(device, non_blocking=True)
+    index = index_cpu.to(device, non_blocking=True)
     x = images[index].float()  # (k, C, H, W)
     # Texture from elsewhere: the previous chosen patch (itself when only one), weave turned 90°.
     source = images[index.roll(1)].float().transpose(-1, -2)
@@ -98,6 +101,6 @@ def flip(images: torch.Tensor, mode: str, generator: torch.Generator) -> torch.T
     axes = ((-1,), (-2,)) if mode == "both" else ((-1,),)
     for axis in axes:
         picked = (torch.rand(len(out), generator=generator) < 0.5).nonzero().flatten()
-        picked = picked.to(out.device)
+        picked = picked.to(out.device, non_blocking=True)
         out[picked] = out[picked].flip(axis)
     return out

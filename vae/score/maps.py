@@ -107,23 +107,27 @@ def scoring_precision(device: torch.device) -> Iterator[None]:
     """Scores in one precision on every device: fp32, autocast off, and no TF32 on CUDA.
 
     Trials train in bf16 where the hardware has it, but a threshold calibrated on a trial's
-    scores must meet the same numbers when a pulled model scores on a CPU; bf16 (or TF32)
+    scores must meet the same numbers when a pulled model scores elsewhere; bf16 (or TF32)
     reconstructions differ from fp32 ones by ~1e-3 relative, enough to flip decisions near the
-    threshold. Validation, calibration, ``aitexvae score`` and the pyfunc all score in here.
+    threshold. In fp32 a pulled model on a CPU reproduces a CPU trial's scores bit for bit and
+    a GPU trial's to ~1e-6 relative (kernels sum in different orders). Validation,
+    calibration, ``aitexvae score`` and the pyfunc all score in here. The settings are
+    process-wide while a pass runs: score from one thread at a time.
     """
     with torch.autocast(device.type, enabled=False):
         if device.type != "cuda":
             yield
             return
-        matmul = torch.backends.cuda.matmul.allow_tf32
-        cudnn = torch.backends.cudnn
+        # The public matmul setting and cuDNN's one flag, each restored as it was (the cuDNN
+        # context manager would also reset its benchmark limit and other settings).
+        matmul, cudnn_tf32 = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
         try:
-            torch.backends.cuda.matmul.allow_tf32 = False
-            with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
-                             deterministic=cudnn.deterministic, allow_tf32=False):
-                yield
+            torch.set_float32_matmul_precision("highest")
+            torch.backends.cudnn.allow_tf32 = False
+            yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = matmul
+            torch.backends.cudnn.allow_tf32 = cudnn_tf32
+            torch.set_float32_matmul_precision(matmul)
 
 
 @dataclass(frozen=True)
