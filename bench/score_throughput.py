@@ -1,6 +1,7 @@
 """Patches/s of ``vae.score.score_patches`` against a plain reconstruction loop, side by side.
 
-Both run in this process on the same model, patches, batch size, device and autocast rule,
+Both run in this process on the same model, patches, batch size, device and precision (fp32:
+``vae.score.maps.scoring_precision``, as every score is computed),
 alternated round by round; the reported ratio is the median of the per-round ratios, which
 cancels load that drifts between rounds on a shared machine. The plain
 loop is what any inference costs — uint8 to the device, scale, ``model.reconstruct`` — so the
@@ -25,7 +26,8 @@ from vae.config import ModelConfig, VAEConfig
 from vae.model import build_model
 from vae.pixels import to_model_input
 from vae.score import score_patches
-from vae.train import autocast_dtype, select_device
+from vae.score.maps import scoring_precision
+from vae.train import select_device
 
 
 def _sync(device: torch.device) -> None:
@@ -34,15 +36,12 @@ def _sync(device: torch.device) -> None:
 
 
 def plain_loop(model, images: torch.Tensor, batch_size: int, device: torch.device) -> None:
-    dtype = autocast_dtype(model.config.train.precision, device)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), scoring_precision(device):
         for start in range(0, len(images), batch_size):
             x = to_model_input(images[start:start + batch_size].to(device, non_blocking=True),
                                model.config.model.input_range)
-            with torch.autocast(device.type, dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
-                model.reconstruct(x)
+            model.reconstruct(x)
     _sync(device)
 
 

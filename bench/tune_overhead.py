@@ -62,7 +62,7 @@ def run_plain(args: argparse.Namespace, configs: list[dict], settings: SearchSet
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     data = TrialData.from_splits(load_splits(settings.data_config()))
-    train, val, val_normal, _ = data.tensors()
+    train, val, _ = data.tensors()
     device = torch.device("cpu")
     training = 0.0
     for flat in configs:
@@ -73,7 +73,7 @@ def run_plain(args: argparse.Namespace, configs: list[dict], settings: SearchSet
         for epoch in range(config.train.num_epochs):
             trained = train_epoch(model, optimizer, train, config, device, epoch=epoch)
             training += trained["train/epoch_time_s"]
-            metrics, *_ = validate(model, val, val_normal, data.val_labels, config, device)
+            metrics, *_ = validate(model, val, data.val_labels, config)
             assert np.isfinite(metrics["val/auroc"])
     elapsed = time.perf_counter() - start
     print(f"plain: {elapsed:.1f} s ({training:.1f} s of it in train_epoch)", flush=True)
