@@ -192,10 +192,6 @@ def validate(model: torch.nn.Module, val_images: torch.Tensor, val_labels: np.nd
     ``val/real_auroc_by_scorer/<name>``) keep them all and ``val/scorers_compared`` says how
     many were compared (the selection bias).
     """
-    # Score in the memory format vae.load gives (contiguous), so that a pulled model reproduces
-    # these scores bit for bit; channels_last convolutions differ by ~1e-5 relative. The next
-    # train_epoch puts the model back into channels_last.
-    model.to(memory_format=torch.contiguous_format)
     scorers = candidates(config.score)
     metrics, scores = validation_pass(model, val_images, scorers, val_labels == 0)
     aurocs = _aurocs(scores, val_labels)
