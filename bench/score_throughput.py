@@ -1,7 +1,7 @@
 """Patches/s of ``vae.score.score_patches`` against a plain reconstruction loop, side by side.
 
-Both run in this process on the same model, patches, batch size, device and precision (fp32:
-``vae.score.maps.scoring_precision``, as every score is computed),
+Both run in this process on the same model, patches, batch size, device, layout (channels_last)
+and precision (fp32: ``vae.score.maps.scoring_precision``, as every score is computed),
 alternated round by round; the reported ratio is the median of the per-round ratios, which
 cancels load that drifts between rounds on a shared machine. The plain
 loop is what any inference costs — uint8 to the device, scale, ``model.reconstruct`` — so the
@@ -36,12 +36,12 @@ def _sync(device: torch.device) -> None:
 
 
 def plain_loop(model, images: torch.Tensor, batch_size: int, device: torch.device) -> None:
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)  # the layout scoring uses
     with torch.inference_mode(), scoring_precision(device):
         for start in range(0, len(images), batch_size):
             x = to_model_input(images[start:start + batch_size].to(device, non_blocking=True),
                                model.config.model.input_range)
-            model.reconstruct(x)
+            model.reconstruct(x.contiguous(memory_format=torch.channels_last))
     _sync(device)
 
 

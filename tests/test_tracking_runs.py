@@ -294,15 +294,21 @@ def test_a_new_driver_continues_the_same_runs_without_duplicate_epochs(tmp_path,
     assert client.get_run(parent).info.status == "FINISHED"
 
 
-def test_a_failing_registration_is_reported_and_the_parent_still_ends(tmp_path,
-                                                                      tmp_path_factory):
+def _one_trial_search(tmp_path, tmp_path_factory, name: str):
+    """A started search on a fresh SQLite store with trial "A" started: (uri, tracker, parent
+    run id, validation images)."""
     uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
     images, labels = validation_set()
-    tracker = SearchTracker(TrackingSettings(tracking_uri=uri), "unregistrable",
-                            validation_labels=labels)
+    tracker = SearchTracker(TrackingSettings(tracking_uri=uri), name, validation_labels=labels)
     parent = tracker.start_search({})
+    tracker.start_trial("A", tiny_config().flat())
+    return uri, tracker, parent, images
+
+
+def test_a_failing_registration_is_reported_and_the_parent_still_ends(tmp_path,
+                                                                      tmp_path_factory):
+    uri, tracker, parent, images = _one_trial_search(tmp_path, tmp_path_factory, "unregistrable")
     config = tiny_config()
-    tracker.start_trial("A", config.flat())
     tracker.log_result("A", {"epoch": 1, "val/objective": 0.7, "val/auroc": 0.7})
     model = make_model(config, seed=1)
     tracker.log_checkpoint("A", write_checkpoint(tmp_path / "ckpt", model, 1, {}, images))
@@ -324,13 +330,8 @@ def test_a_checkpoint_is_fetched_on_the_writer_thread_and_a_superseded_one_is_sk
         tmp_path, tmp_path_factory):
     """Tune's event loop only queues the upload: the copy runs later, on the writer thread. A
     checkpoint Tune deleted for a better one is skipped; the best one missing is a failure."""
-    uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
-    images, labels = validation_set()
-    tracker = SearchTracker(TrackingSettings(tracking_uri=uri), "fetching",
-                            validation_labels=labels)
-    parent = tracker.start_search({})
+    uri, tracker, parent, images = _one_trial_search(tmp_path, tmp_path_factory, "fetching")
     config = tiny_config()
-    tracker.start_trial("A", config.flat())
     release, fetched_on = threading.Event(), []
     source = write_checkpoint(tmp_path / "e2", make_model(config, seed=2), 2, {}, images)
 
