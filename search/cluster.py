@@ -189,6 +189,17 @@ def exists(path: str) -> bool:
     return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
 
 
+def list_names(path: str) -> list[str]:
+    """The names of the entries of the folder ``path`` (local or a bucket); [] if absent."""
+    if not is_uri(path):
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    return sorted(info.base_name for info in infos)
+
+
 def read_text(path: str) -> str:
     if not is_uri(path):
         with open(path, encoding="utf-8") as file:

@@ -60,6 +60,10 @@ class PreparedSearch:
     started_ray: bool = False
     gpus_per_trial: float = 0.0
     objective: str = "synthetic"  # resolved: search.objective.resolve
+    # Resuming a search whose driver died before Tune's first experiment snapshot: Tune has
+    # nothing to restore (Tuner.restore would start a different search from defaults), so the
+    # saved search starts over: same settings, same space, same seeded sampler.
+    restart: bool = False
 
     @property
     def searched_keys(self) -> list[str]:
@@ -93,9 +97,12 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
     settings = settings.resolved()
     experiment_path = cluster.join(settings.storage_path, settings.name)
     try:
+        restart = False
         if resume:
             settings = _saved_settings(experiment_path, settings)
             space = None
+            if not _tune_recorded(experiment_path):
+                space, restart = _saved_space(experiment_path, settings), True
         else:
             if cluster.exists(experiment_path):
                 raise SearchError(f"a search named {settings.name!r} already exists in "
@@ -127,17 +134,40 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
     if objective != "synthetic" or splits.has_real_val:
         log.info("ranking trials by %s: %s", keys.OBJECTIVE, objective)
     return PreparedSearch(settings, space, splits, experiment_path, resume, info, started, gpus,
-                          objective)
+                          objective, restart)
 
 
 def _saved_settings(experiment_path: str, given: SearchSettings) -> SearchSettings:
     path = cluster.join(experiment_path, SETTINGS_FILE)
-    if not tune.Tuner.can_restore(experiment_path) or not cluster.exists(path):
+    # The settings are written before Tune starts: without them nothing was launched here. A
+    # missing tuner.pkl or experiment state is a driver that died early (prepare restarts it).
+    if not cluster.exists(path):
         raise SearchError(f"nothing to resume at {experiment_path}: no search was started there "
                           "(check --name/--resume and --storage-path)")
     cluster.check_trusted(experiment_path)  # before Tune unpickles anything from it
     saved = SearchSettings.from_dict(json.loads(cluster.read_text(path))["settings"])
     return saved.for_resume({k: getattr(given, k) for k in RUNTIME_FIELDS})
+
+
+def _tune_recorded(experiment_path: str) -> bool:
+    """Whether Tune snapshotted the experiment (what ``Tuner.restore`` continues from)."""
+    return any(name.startswith("experiment_state-") and name.endswith(".json")
+               for name in cluster.list_names(experiment_path))
+
+
+def _saved_space(experiment_path: str, settings: SearchSettings) -> SearchSpace:
+    """The space of a search that starts over, refused if it is no longer the saved one (a
+    --space file edited since the launch would make it a different search)."""
+    space = _space_for(settings)
+    saved = json.loads(cluster.read_text(cluster.join(experiment_path, SETTINGS_FILE)))
+    if saved.get("space") is not None and space.describe() != saved["space"]:
+        raise SearchError(f"cannot resume {settings.name!r}: its driver died before any trial "
+                          f"was recorded, and the search space now differs from the one saved "
+                          f"at launch (--space {settings.space_file!r} changed); start a new "
+                          "search with --name")
+    log.info("resuming %s: its driver died before Tune recorded any trial; starting the saved "
+             "search over (same settings, space and seed)", settings.name)
+    return space
 
 
 def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
@@ -148,7 +178,7 @@ def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = (
     trainable = tune.with_parameters(train_vae, data=data)
     trainable = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial,
                                                 "gpu": prepared.gpus_per_trial})
-    if prepared.resuming:
+    if prepared.resuming and not prepared.restart:
         tuner = tune.Tuner.restore(prepared.experiment_path, trainable, resume_errored=True)
         if callbacks:  # fresh callbacks (e.g. tracking) replace the ones pickled at launch
             tuner._local_tuner.get_run_config().callbacks = list(callbacks)

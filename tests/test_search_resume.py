@@ -102,3 +102,62 @@ def test_a_killed_driver_resumes_and_completes_without_losing_or_redoing_epochs(
     assert before[name][-1]["epoch"] - checkpoint_epoch <= 2
     for rows in after.values():
         assert sorted({r["epoch"] for r in rows}) == list(range(1, MAX_EPOCHS + 1))
+
+
+def _params(experiment: Path) -> list[dict]:
+    return [json.loads((d / "params.json").read_text()) for d in experiment.glob("trial_*")
+            if (d / "params.json").is_file()]
+
+
+@pytest.mark.parametrize("kill_when", ["tuner.pkl", "aitexvae_search.json"])
+def test_a_driver_killed_before_tunes_first_snapshot_resumes_the_saved_search(tmp_path,
+                                                                              kill_when):
+    """Between the saved settings (or tuner.pkl) and Tune's first experiment snapshot there is
+    nothing for Tuner.restore to continue: it used to start a different search from the
+    built-in defaults (256 px), whose every trial failed. Resume starts the saved one over."""
+    storage = tmp_path / "ray_results"
+    experiment = storage / "early"
+    common = ["--storage-path", str(storage), "--no-tracking"]
+    with LocalRayCluster(num_nodes=1, num_cpus=2) as cluster:
+        env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home")}
+        driver = subprocess.Popen(
+            [AITEXVAE, "tune", "--name", "early", "--address", cluster.address, "--image-size",
+             "32", "--num-samples", "2", "--max-epochs", "2", "--train-patches", "128",
+             "--scheduler", "fifo", "--max-concurrent-trials", "1", *common],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not (experiment / kill_when).exists():
+                assert driver.poll() is None and time.monotonic() < deadline, "no launch seen"
+                time.sleep(0.01)
+        finally:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+        assert not list(experiment.glob("experiment_state-*.json")), \
+            "killed too late: Tune had snapshotted (the case the other test covers)"
+        resumed = subprocess.run([AITEXVAE, "tune", "--resume", "early", "--address",
+                                  cluster.address, *common], env=env, capture_output=True,
+                                 text=True, timeout=300)
+    output = resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert resumed.returncode == 0, output
+    assert "starting the saved search over" in resumed.stderr
+    assert "Search finished: 2 trials — 2 ok" in resumed.stdout, output
+    finished = _params(experiment)
+    assert len(finished) >= 2 and {p["model.image_size"] for p in finished} == {32}
+    assert {p["train.num_epochs"] for p in finished} == {2}
+
+
+def test_a_search_that_starts_over_refuses_a_space_file_edited_since_its_launch(tmp_path):
+    from search.launcher import SearchError, _saved_space, _space_for
+    from search.settings import SETTINGS_FILE, SearchSettings
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("model.latent_dim: {choice: [4, 8]}\n")
+    settings = SearchSettings(name="early", image_size=32, space_file=str(space_file))
+    saved = {"settings": settings.to_dict(), "space": _space_for(settings).describe()}
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(saved))
+    assert _saved_space(str(tmp_path), settings).describe() == saved["space"]  # unchanged: ok
+    space_file.write_text("model.latent_dim: {choice: [16, 32]}\n")
+    with pytest.raises(SearchError, match=r"cannot resume 'early'.*search space now differs"):
+        _saved_space(str(tmp_path), settings)
