@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from ray.tune import ExperimentAnalysis
 
+from tests.support.mlflow_server import migrated_sqlite
 from tests.support.ray_cluster import LocalRayCluster
+from tracking.settings import TAG_ROLE
 
 pytestmark = pytest.mark.slow
 
@@ -110,16 +113,18 @@ def _params(experiment: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("kill_when", ["tuner.pkl", "aitexvae_search.json"])
-def test_a_driver_killed_before_tunes_first_snapshot_resumes_the_saved_search(tmp_path,
-                                                                              kill_when):
+def test_a_driver_killed_before_tunes_first_snapshot_resumes_the_saved_search(
+        tmp_path, tmp_path_factory, kill_when):
     """Between the saved settings (or tuner.pkl) and Tune's first experiment snapshot there is
     nothing for Tuner.restore to continue: it used to start a different search from the
     built-in defaults (256 px), whose every trial failed. Resume starts the saved one over."""
     storage = tmp_path / "ray_results"
     experiment = storage / "early"
-    common = ["--storage-path", str(storage), "--no-tracking"]
+    uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
+    common = ["--storage-path", str(storage), "--tracking-uri", uri]
     with LocalRayCluster(num_nodes=1, num_cpus=2) as cluster:
-        env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home")}
+        env = {**cluster.driver_env(), "AITEXVAE_HOME": str(tmp_path / "home"),
+               "MLFLOW_DISABLE_TELEMETRY": "true"}
         driver = subprocess.Popen(
             [AITEXVAE, "tune", "--name", "early", "--address", cluster.address, "--image-size",
              "32", "--num-samples", "2", "--max-epochs", "2", "--train-patches", "128",
@@ -146,6 +151,16 @@ def test_a_driver_killed_before_tunes_first_snapshot_resumes_the_saved_search(tm
     finished = _params(experiment)
     assert len(finished) >= 2 and {p["model.image_size"] for p in finished} == {32}
     assert {p["train.num_epochs"] for p in finished} == {2}
+    # MLflow tells the same story: one parent (reused if the dead driver had opened it),
+    # FINISHED, with two FINISHED children and a champion.
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == "search"]
+    children = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+    assert client.get_model_version_by_alias("aitex-vae", "champion").run_id in {
+        c.info.run_id for c in children}
 
 
 def test_a_search_that_starts_over_refuses_a_space_file_edited_since_its_launch(tmp_path):
