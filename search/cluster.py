@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import shutil
 import socket
@@ -31,12 +32,32 @@ class ClusterError(ConfigError):
 
 
 @dataclass(frozen=True)
+class NodeType:
+    """A kind of node the cluster has or its autoscaler may launch."""
+
+    name: str
+    cpus: float
+    gpus: float
+    max_count: int = -1  # -1: unbounded; 0: never launched (only running ones count)
+
+    def fits(self, cpus: float, gpus: float) -> bool:
+        return self.cpus >= cpus and self.gpus >= gpus
+
+    def __str__(self) -> str:
+        if math.isinf(self.cpus):
+            return f"{self.name} (resources as its instance type has)"
+        return f"{self.name} ({self.cpus:g} CPU, {self.gpus:g} GPU)"
+
+
+@dataclass(frozen=True)
 class ClusterInfo:
     address: str | None  # None: a local Ray started (or found) in this process
     nodes: int
     cpus: float
     gpus: float
     max_node_cpus: float
+    running: tuple[NodeType, ...] = ()  # the live nodes, one entry each
+    launchable: tuple[NodeType, ...] = ()  # what the autoscaler may add (empty: no autoscaler)
 
 
 def _reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -67,26 +88,103 @@ def connect(address: str | None) -> tuple[ClusterInfo, bool]:
         started = True
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total = ray.cluster_resources()
+    running = tuple(NodeType(n.get("NodeManagerAddress", "node"),
+                             float(n["Resources"].get("CPU", 0)),
+                             float(n["Resources"].get("GPU", 0)), 0) for n in nodes)
     info = ClusterInfo(address=address, nodes=len(nodes), cpus=float(total.get("CPU", 0)),
                        gpus=float(total.get("GPU", 0)),
-                       max_node_cpus=max((float(n["Resources"].get("CPU", 0)) for n in nodes),
-                                         default=0.0))
-    log.info("Ray: %d node(s), %g CPU(s), %g GPU(s)", info.nodes, info.cpus, info.gpus)
+                       max_node_cpus=max((n.cpus for n in running), default=0.0),
+                       running=running, launchable=launchable_node_types())
+    log.info("Ray: %d node(s), %g CPU(s), %g GPU(s)%s", info.nodes, info.cpus, info.gpus,
+             f"; the autoscaler may launch {', '.join(map(str, info.launchable))}"
+             if info.launchable else "")
     return info, started
 
 
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where the cluster launcher puts it on the head
+
+
+def launchable_node_types() -> tuple[NodeType, ...]:
+    """The node types the cluster's autoscaler may launch; empty without an autoscaler.
+
+    From what the autoscaler reported to the GCS (autoscaler v2;
+    ``ray._private.state.state.get_cluster_config``, which Ray Data reads for the same purpose),
+    else from the autoscaling config the cluster launcher left on the head
+    (``~/ray_bootstrap_config.yaml``, which Tune also reads to tell a cluster), where
+    ``aitexvae tune --address auto`` runs under ``ray exec``. Autoscaler v1 reports nothing to
+    the GCS, so a driver elsewhere sees only the live nodes.
+    """
+    try:
+        import ray._private.state
+
+        config = ray._private.state.state.get_cluster_config()  # private API: guarded
+    except Exception as error:
+        log.debug("no autoscaler cluster config in the GCS: %s", error)
+        config = None
+    if config is not None and config.node_group_configs:
+        return tuple(NodeType(group.name, float(group.resources.get("CPU", 0)),
+                              float(group.resources.get("GPU", 0)), int(group.max_count))
+                     for group in config.node_group_configs if group.max_count != 0)
+    return node_types_of(os.path.expanduser(BOOTSTRAP_CONFIG))
+
+
+def node_types_of(config_path: str) -> tuple[NodeType, ...]:
+    """The launchable worker node types of a cluster-launcher config (``cluster.yaml``'s
+    ``available_node_types`` with ``max_workers`` > 0); empty if the file is absent or unusable."""
+    if not os.path.isfile(config_path):
+        return ()
+    import yaml  # the bootstrap config is JSON, a user's cluster.yaml YAML: YAML reads both
+
+    try:
+        with open(config_path, encoding="utf-8") as file:
+            config = yaml.safe_load(file)
+        types = config["available_node_types"]
+        head = config.get("head_node_type")
+        return tuple(_node_type(name, spec) for name, spec in types.items()
+                     if name != head and int(spec.get("max_workers", 0)) != 0)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
+        log.warning("cannot read the node types of %s (%s); checking the live nodes only",
+                    config_path, error)
+        return ()
+
+
+def _node_type(name: str, spec: dict) -> NodeType:
+    if "resources" not in spec:  # the launcher fills them in from the instance type: unknown
+        return NodeType(name, math.inf, math.inf, int(spec["max_workers"]))
+    resources = spec["resources"]
+    return NodeType(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)),
+                    int(spec["max_workers"]))
+
+
 def check_resources(info: ClusterInfo, settings) -> float:
-    """Fail if one trial cannot fit on any node; return the GPUs per trial to request."""
-    if settings.cpus_per_trial > info.max_node_cpus:
-        raise ClusterError(f"--cpus-per-trial={settings.cpus_per_trial:g} but the largest node "
-                           f"has {info.max_node_cpus:g} CPU(s); a trial runs on one node")
-    gpus = settings.gpus_per_trial
+    """Fail if one trial fits on no node, live or launchable; return the GPUs per trial.
+
+    A trial that fits only a node type the autoscaler may launch is accepted (Tune's pending
+    trial is what makes the autoscaler launch it), and the wait is announced. ``None`` GPUs
+    means 1 where the cluster has or can launch GPUs, else 0.
+    """
+    cpus, gpus = float(settings.cpus_per_trial), settings.gpus_per_trial
     if gpus is None:
-        return 1.0 if info.gpus > 0 else 0.0
-    if gpus > 0 and info.gpus == 0:
-        raise ClusterError(f"--gpus-per-trial={gpus:g} but the cluster has no GPU; use "
-                           "--gpus-per-trial 0 (CPU) or a cluster with GPUs")
-    return float(gpus)
+        any_gpu = info.gpus > 0 or any(t.gpus > 0 for t in info.launchable)
+        gpus = 1.0 if any_gpu else 0.0
+    gpus = float(gpus)
+    if any(node.fits(cpus, gpus) for node in info.running):
+        return gpus
+    fitting = [t for t in info.launchable if t.fits(cpus, gpus)]
+    if fitting:
+        log.warning("no live node fits a trial (%g CPU, %g GPU); waiting for the autoscaler to "
+                    "launch %s (Tune shows the trials PENDING until then)", cpus, gpus,
+                    " or ".join(map(str, fitting)))
+        return gpus
+    kinds = [*info.running, *info.launchable]
+    if gpus > 0 and not any(node.gpus > 0 for node in kinds):
+        raise ClusterError(f"--gpus-per-trial={gpus:g} but the cluster has no GPU and can "
+                           "launch none; use --gpus-per-trial 0 (CPU) or a cluster with GPUs")
+    launchable = ", ".join(map(str, info.launchable)) or "none"
+    raise ClusterError(f"--cpus-per-trial={cpus:g} --gpus-per-trial={gpus:g} fit no node: the "
+                       f"largest node has {info.max_node_cpus:g} CPU(s), and the autoscaler may "
+                       f"launch: {launchable}; a trial runs on one node (ask for less, or add a "
+                       "node type that fits)")
 
 
 def is_uri(path: str) -> bool:

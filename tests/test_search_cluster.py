@@ -40,7 +40,8 @@ def test_multi_node_cluster_with_local_storage_is_warned_about_and_oversized_tri
     assert "NODES 2 CPUS 2.0" in done.stdout
     assert "this Ray cluster has 2 nodes but --storage-path" in done.stderr
     assert "is a local directory" in done.stderr and "s3://" in done.stderr
-    assert "REFUSED --cpus-per-trial=2 but the largest node has 1 CPU(s)" in done.stdout
+    assert ("REFUSED --cpus-per-trial=2 --gpus-per-trial=0 fit no node: the largest node has 1 "
+            "CPU(s), and the autoscaler may launch: none") in done.stdout
 
 
 def test_an_unreachable_address_fails_in_seconds_before_anything_starts(tmp_path, capsys,

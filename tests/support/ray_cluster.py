@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,12 @@ class LocalRayCluster:
     cluster_id: str = field(default_factory=lambda: secrets.token_hex(6))
     nodes: list[RayNode] = field(default_factory=list)
     port: int = 0
+    # An autoscaling head (Ray's fake multi-node provider): a function of the GCS address
+    # giving the autoscaling config (written to ``autoscaling_config_path``), and the head's own
+    # CPUs (cluster.yaml's head has none). The provider launches worker nodes as processes of
+    # the head's monitor; they inherit the marker, so teardown finds them too.
+    autoscaling: Callable[[str], dict] | None = None
+    head_cpus: int | None = None
     _owns_root: bool = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -143,6 +150,10 @@ class LocalRayCluster:
         return self.root / "ray_token"
 
     @property
+    def autoscaling_config_path(self) -> Path:
+        return self.token_path.parent / "autoscaling.json"
+
+    @property
     def address(self) -> str:
         """The GCS address drivers and nodes connect to (loopback; Ray may advertise another)."""
         return f"127.0.0.1:{self.port}"
@@ -192,18 +203,25 @@ class LocalRayCluster:
         temp_dir = root / f"n{index}"
         log_path = root / f"{name}.log"
         cpus = self.num_cpus if num_cpus is None else num_cpus
+        if head and self.head_cpus is not None:
+            cpus = self.head_cpus
         command = [RAY, "start", "--block", f"--num-cpus={cpus}", "--num-gpus=0",
                    f"--temp-dir={temp_dir}", "--disable-usage-stats",
                    # Explicit ports: the defaults (52365, 10001) collide between two nodes
                    # on one machine and with other clusters on a shared host.
                    f"--dashboard-agent-listen-port={free_port()}",
                    f"--metrics-export-port={free_port()}"]
+        env = self.node_env()
         if head:
             command += ["--head", f"--port={self.port}", "--include-dashboard=false"]
+            if self.autoscaling is not None:
+                self.autoscaling_config_path.write_text(json.dumps(self.autoscaling(self.address)))
+                command += [f"--autoscaling-config={self.autoscaling_config_path}"]
+                env.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
         else:
             command += [f"--address={self.address}"]
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, env=self.node_env(), stdout=log,
+            process = subprocess.Popen(command, env=env, stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
         node = RayNode(name, process, log_path, temp_dir, cpus)
