@@ -31,6 +31,7 @@ from search.space import SearchSpace, SpaceError, fit_to_image_size
 from search.space_check import check_space
 from search.space_file import load_space_file
 from search.trainable import TrialData, train_vae
+from search.waiting import FirstTrialWait
 from vae import keys
 from vae.config import ConfigError
 from vae.data import DataError, Splits, load_splits
@@ -181,7 +182,7 @@ def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = (
     if prepared.resuming and not prepared.restart:
         tuner = tune.Tuner.restore(prepared.experiment_path, trainable, resume_errored=True)
         if callbacks:  # fresh callbacks (e.g. tracking) replace the ones pickled at launch
-            tuner._local_tuner.get_run_config().callbacks = list(callbacks)
+            tuner._local_tuner.get_run_config().callbacks = [*callbacks, FirstTrialWait()]
         return tuner
     if prepared.space is None:
         raise SearchError("a new search needs its space; prepare() resolves it")
@@ -201,7 +202,8 @@ def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = (
         reuse_actors=True,
         trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
-        name=settings.name, storage_path=settings.storage_path, callbacks=list(callbacks),
+        name=settings.name, storage_path=settings.storage_path,
+        callbacks=[*callbacks, FirstTrialWait()],
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=settings.keep_checkpoints, checkpoint_score_attribute=keys.OBJECTIVE,

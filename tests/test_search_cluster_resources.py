@@ -107,3 +107,27 @@ def test_node_types_without_declared_resources_are_not_refused(tmp_path, caplog)
         assert cluster.node_types_of(str(config)) == ()
     assert "cannot read the node types of" in caplog.text
     assert cluster.node_types_of(str(tmp_path / "absent.yaml")) == ()
+
+
+def test_a_search_waiting_for_its_first_trial_says_how_long_every_30_s(caplog):
+    import pickle
+
+    from search.waiting import FirstTrialWait
+
+    now = [100.0]
+    wait = FirstTrialWait(every_s=30, clock=lambda: now[0])
+    pending = [SimpleNamespace(status="PENDING")] * 4
+    with caplog.at_level(logging.WARNING, logger="search.waiting"):
+        for step in range(0, 95, 5):  # Tune's loop, every 5 s, nothing placed yet
+            now[0] = 100.0 + step
+            wait.on_step_begin(step, pending)
+        now[0] = 200.0
+        wait.on_step_begin(99, [SimpleNamespace(status="RUNNING"), *pending[1:]])
+        now[0] = 300.0
+        wait.on_step_begin(100, pending)  # after the first start: silent for good
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(":")[0] for line in lines] == [
+        "no trial has started after 30 s", "no trial has started after 60 s",
+        "no trial has started after 90 s", "the first trial started after 100 s of waiting"]
+    restored = pickle.loads(pickle.dumps(wait))  # as Tune pickles callbacks into tuner.pkl
+    assert restored.every_s == 30 and restored.started_at is None and not restored.done
