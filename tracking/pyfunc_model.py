@@ -53,11 +53,15 @@ class AitexVAEScorer(PythonModel):
     """Anomaly scores of fabric patches from the champion VAE."""
 
     def load_context(self, context) -> None:
+        import torch
+
         import vae
         from vae.score import CALIBRATION_FILE, Calibration
 
         folder = Path(context.artifacts[WEIGHTS_ARTIFACT])
-        self.model = vae.load(folder)
+        # In the layout scoring uses (vae.score.maps.scoring_layout) for the model's life:
+        # converted once here, not on every request.
+        self.model = vae.load(folder).to(memory_format=torch.channels_last)
         calibration = folder / CALIBRATION_FILE
         self.calibration = Calibration.from_json(calibration) if calibration.is_file() else None
 

@@ -111,12 +111,13 @@ def place_images(images: torch.Tensor, device: torch.device, budget_bytes: int) 
     """Where a trial keeps its uint8 patches: on ``device`` when they fit ``budget_bytes`` (then
     every batch is indexed there, nothing crosses the bus), else where they are (each batch is
     then gathered into pinned memory and copied asynchronously, ``_gather``)."""
-    if device.type != "cuda" or images.numel() > budget_bytes:
-        if device.type == "cuda":
-            log.info("%.0f MB of patches exceed the trial's device budget of %.0f MB; batches "
-                     "are copied from host memory", images.numel() / 1e6, budget_bytes / 1e6)
+    if device.type != "cuda":
         return images
-    return images.to(device)
+    if images.numel() <= budget_bytes:
+        return images.to(device)
+    log.info("%.0f MB of patches exceed the trial's device budget of %.0f MB; batches are "
+             "copied from host memory", images.numel() / 1e6, budget_bytes / 1e6)
+    return images
 
 
 def _gather(images: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:

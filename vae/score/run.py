@@ -34,7 +34,7 @@ from vae.data.readers import TOO_SMALL, fit
 from vae.data.resize import resize_map
 from vae.score.calibration import decide
 from vae.score.inputs import Item, Source
-from vae.score.maps import score_patches
+from vae.score.maps import score_patches, scoring_layout
 from vae.score.metrics import evaluate_scores
 from vae.score.overlay import save_overlay
 from vae.score.pixel_metrics import PixelSample
@@ -211,7 +211,7 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                          model=model_name, score_config=asdict(model.config.score),
                          resize=resize)
     started = last_log = time.monotonic()
-    with open(out / SCORES_FILE, "w", newline="") as handle:
+    with scoring_layout(model), open(out / SCORES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         run = _Run(model, out, writer, threshold=threshold, batch_size=batch_size,
