@@ -146,8 +146,21 @@ def _saved_settings(experiment_path: str, given: SearchSettings) -> SearchSettin
         raise SearchError(f"nothing to resume at {experiment_path}: no search was started there "
                           "(check --name/--resume and --storage-path)")
     cluster.check_trusted(experiment_path)  # before Tune unpickles anything from it
-    saved = SearchSettings.from_dict(json.loads(cluster.read_text(path))["settings"])
+    saved = SearchSettings.from_dict(_saved_document(experiment_path)["settings"])
     return saved.for_resume({k: getattr(given, k) for k in RUNTIME_FIELDS})
+
+
+def _saved_document(experiment_path: str) -> dict[str, Any]:
+    """``aitexvae_search.json`` as ``_write_settings`` wrote it; a damaged one is one line."""
+    path = cluster.join(experiment_path, SETTINGS_FILE)
+    try:
+        document = json.loads(cluster.read_text(path))
+        if not isinstance(document, dict) or not isinstance(document.get("settings"), dict):
+            raise ValueError("no 'settings' object")
+    except (OSError, ValueError) as error:
+        raise SearchError(f"cannot resume from {path}: it is not the settings file a search "
+                          f"writes ({error}); start a new search with --name") from None
+    return document
 
 
 def _tune_recorded(experiment_path: str) -> bool:
@@ -160,7 +173,7 @@ def _saved_space(experiment_path: str, settings: SearchSettings) -> SearchSpace:
     """The space of a search that starts over, refused if it is no longer the saved one (a
     --space file edited since the launch would make it a different search)."""
     space = _space_for(settings)
-    saved = json.loads(cluster.read_text(cluster.join(experiment_path, SETTINGS_FILE)))
+    saved = _saved_document(experiment_path)
     if saved.get("space") is not None and space.describe() != saved["space"]:
         raise SearchError(f"cannot resume {settings.name!r}: its driver died before any trial "
                           f"was recorded, and the search space now differs from the one saved "

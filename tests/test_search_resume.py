@@ -176,3 +176,17 @@ def test_a_search_that_starts_over_refuses_a_space_file_edited_since_its_launch(
     space_file.write_text("model.latent_dim: {choice: [16, 32]}\n")
     with pytest.raises(SearchError, match=r"cannot resume 'early'.*search space now differs"):
         _saved_space(str(tmp_path), settings)
+
+
+@pytest.mark.parametrize("content", ["not json", "[1]", '{"space": null}'])
+def test_a_damaged_settings_file_is_one_line_naming_it(tmp_path, content):
+    from search import launcher
+    from search.settings import SETTINGS_FILE, SearchSettings
+
+    (tmp_path / "x").mkdir(mode=0o700)
+    (tmp_path / "x" / SETTINGS_FILE).write_text(content)
+    with pytest.raises(launcher.SearchError, match=r"cannot resume from .*aitexvae_search.json: "
+                                                   r"it is not the settings file a search "
+                                                   r"writes"):
+        launcher.prepare(SearchSettings(name="x", storage_path=str(tmp_path), tracking=False),
+                         resume=True)
