@@ -122,8 +122,14 @@ def _run_and_check(cluster: LocalRayCluster, server, tmp_path: Path) -> None:
     last_on_worker = max(r["epoch"] for r in on_worker)
     assert last_on_worker >= killed_after >= 1
     assert {r["resumed_from_epoch"] for r in on_worker} == {0}
-    assert {r["resumed_from_epoch"] for r in after} == {last_on_worker}, after
-    assert [r["epoch"] for r in after] == list(range(last_on_worker + 1, MAX_EPOCHS + 1))
+    # Tune registers a function trainable's checkpoint through a save on the trial's actor,
+    # scheduled after the result's callbacks (which write result.json): a node lost between
+    # the two leaves the last logged epoch without a registered checkpoint, and Tune resumes
+    # from the one before (seen in full-suite runs). Either way it resumes from a checkpoint
+    # of the worker's run and loses no epoch after it.
+    (resumed_from,) = {r["resumed_from_epoch"] for r in after}
+    assert last_on_worker - 1 <= resumed_from <= last_on_worker, after
+    assert [r["epoch"] for r in after] == list(range(resumed_from + 1, MAX_EPOCHS + 1))
     for trial_rows in rows.values():
         assert trial_rows[-1]["epoch"] == MAX_EPOCHS
 
