@@ -249,9 +249,9 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
     # one, and warns when that happens often; with epochs of seconds it is expected, not a problem.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
-        tuner = build_tuner(prepared, callbacks)
-        if not prepared.resuming:
+        if not prepared.resuming:  # first: Tuner() writes tuner.pkl, and a resume reads these
             _write_settings(prepared)
+        tuner = build_tuner(prepared, callbacks)
         results = tuner.fit()
         summary = summarize(results)
         outcome = SearchOutcome(prepared, results, summary, _unfinished(prepared),
