@@ -17,7 +17,7 @@ from typing import Any
 from search.objective import CHOICES as OBJECTIVE_CHOICES
 from tracking.settings import check_search_name
 from vae.config import ConfigError, check_image_size
-from vae.data.config import SMALL_SYNTHETIC_HEIGHT, DataConfig
+from vae.data.config import SMALL_SYNTHETIC_HEIGHT, DataConfig, default_format
 
 SCHEDULERS = ("asha", "fifo")
 SEARCH_ALGORITHMS = ("random", "optuna")
@@ -35,7 +35,7 @@ REAL_DEFAULTS = {"image_size": 256, "num_samples": 8, "max_epochs": 8}
 GRACE_FRACTION = 0.25
 # What a search saved before these fields existed did: native resolution, ranked by val/auroc.
 SAVED_BEFORE_FIELD = {"resize": 0, "objective": "synthetic", "val_defects": "builtin"}
-DATA_FLAGS = {"format": "--format", "train_stride": "--train-stride", "resize": "--resize",
+DATA_FLAGS = {"format": "--format", "root": "--data-root", "train_stride": "--train-stride", "resize": "--resize",
               "val_defects": "--val-defects"}
 RUNTIME_FIELDS = ("address", "storage_path", "tracking", "tracking_uri", "experiment", "verbose")
 
@@ -43,7 +43,7 @@ RUNTIME_FIELDS = ("address", "storage_path", "tracking", "tracking_uri", "experi
 def _flag_of(error: ConfigError) -> str:
     """``"--resize: "`` for an error about ``data.resize``: the flag the user typed."""
     for key, flag in DATA_FLAGS.items():
-        if str(error).startswith(f"data.{key}="):
+        if str(error).startswith((f"data.{key}=", f"data.{key} ")):
             return f"{flag}: "
     return ""
 
@@ -75,7 +75,7 @@ class SearchSettings:
 
     name: str | None = None
     data_root: str | None = None  # None: the embedded synthetic set (generated on first use)
-    data_format: str = "synthetic"
+    data_format: str | None = None  # None: vae.data.config.default_format(data_root)
     image_size: int | None = None
     num_samples: int | None = None
     max_epochs: int | None = None
@@ -103,12 +103,16 @@ class SearchSettings:
     verbose: int = 1
 
     def __post_init__(self) -> None:
-        # data.format's values are DataConfig's (checked by data_config() below); the pairing
-        # with --data-root is this command line's own rule.
-        if (self.data_format == "synthetic") != (self.data_root is None):
-            raise ConfigError("--data-root and --format go together: give both for real data "
-                              "(--format aitex|folder), neither for the synthetic set")
-        defaults = SYNTHETIC_DEFAULTS if self.data_root is None else REAL_DEFAULTS
+        # data.format's values, its default and "a real format needs its root" are DataConfig's
+        # (checked by data_config() below); that the generated set takes no root is this
+        # command's own rule (`data synth` output is read back as --format aitex).
+        if self.data_format is None:
+            object.__setattr__(self, "data_format", default_format(self.data_root))
+        if self.data_format == "synthetic" and self.data_root is not None:
+            raise ConfigError(f"--data-root={self.data_root!r} with the synthetic set: the "
+                              "synthetic set is generated, not read; for a folder written by "
+                              "`aitexvae data synth` use --format aitex")
+        defaults = SYNTHETIC_DEFAULTS if self.synthetic else REAL_DEFAULTS
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)  # resolve once, stay frozen
@@ -158,7 +162,7 @@ class SearchSettings:
     # -- derived -------------------------------------------------------------------------------
     @property
     def synthetic(self) -> bool:
-        return self.data_root is None
+        return self.data_format == "synthetic"
 
     def data_config(self) -> DataConfig:
         """Patches of ``image_size`` (the model's input size) from the chosen data set."""
@@ -167,7 +171,8 @@ class SearchSettings:
             return DataConfig(format="synthetic", patch_size=self.image_size, synthetic_full=full,
                               train_stride=self.train_stride, resize=self.resize,
                               val_defects=self.val_defects)
-        return DataConfig(format=self.data_format, root=str(Path(self.data_root).expanduser()),
+        root = str(Path(self.data_root).expanduser()) if self.data_root else None
+        return DataConfig(format=self.data_format, root=root,
                           patch_size=self.image_size, train_stride=self.train_stride,
                           resize=self.resize, val_defects=self.val_defects)
 

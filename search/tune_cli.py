@@ -132,10 +132,6 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     values: dict[str, Any] = {f: getattr(args, f) for f in fields}
     if args.resume:
         values["name"] = args.resume
-    if values["data_format"] is None:
-        values["data_format"] = "synthetic" if values["data_root"] is None else "aitex"
-    if values["data_root"] is None and values["data_format"] != "synthetic":
-        raise ConfigError(f"--format {values['data_format']} needs --data-root DIR")
     return SearchSettings(**values)
 
 

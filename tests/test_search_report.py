@@ -92,6 +92,8 @@ def test_settings_defaults_follow_the_data():
     assert SearchSettings(max_epochs=2).grace_period == 1
     real = SearchSettings(data_root="/data/aitex", data_format="aitex")
     assert real.image_size == REAL_DEFAULTS["image_size"]
+    assert SearchSettings(data_root="/data/aitex") == real  # a root alone means AITEX
+    assert SearchSettings().data_format == "synthetic"
     assert real.base_config()["model.image_size"] == 256
 
 
@@ -104,7 +106,8 @@ def test_settings_defaults_follow_the_data():
     ({"cpus_per_trial": 0}, "--cpus-per-trial=0"),
     ({"scheduler": "pbt"}, "--scheduler='pbt'"),
     ({"search_alg": "bohb"}, "--search-alg='bohb'"),
-    ({"data_root": "/x"}, "--data-root and --format go together"),
+    ({"data_root": "/x", "data_format": "synthetic"}, "--data-root='/x' with the synthetic set"),
+    ({"data_format": "folder"}, "--data-root: data.root is required for data.format='folder'"),
     ({"name": "a/b"}, "--name='a/b'"),
     ({"name": "it's"}, "--name=\"it's\" is invalid; allowed: a non-empty folder name without '/', "
                        "quotes or backticks"),

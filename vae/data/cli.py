@@ -12,7 +12,7 @@ import json
 import sys
 
 from vae.config import ConfigError
-from vae.data.config import SMALL_SYNTHETIC_HEIGHT, DataConfig
+from vae.data.config import SMALL_SYNTHETIC_HEIGHT, DataConfig, default_format
 from vae.data.errors import DataError
 from vae.data.load import load_splits
 from vae.data.synth import generate_synthetic
@@ -33,7 +33,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def check_config(args: argparse.Namespace) -> DataConfig:
-    data_format = args.format or ("synthetic" if args.data_root is None else "aitex")
+    data_format = args.format or default_format(args.data_root)
     patch_size = args.patch_size
     if patch_size is None:  # not `or`: --patch-size 0 is an error, not the default
         patch_size = SMALL_SYNTHETIC_HEIGHT if data_format == "synthetic" and not args.full \

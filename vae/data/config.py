@@ -21,6 +21,13 @@ VAL_DEFECTS = ("builtin", "matched")
 SMALL_SYNTHETIC_HEIGHT = 64  # strip height of the small embedded synthetic set
 
 
+def default_format(root: str | None) -> str:
+    """The format of a data set nobody named one for: the embedded synthetic set without a root,
+    AITEX with one. The one owner of this rule (``data check``, ``tune``); DataConfig then
+    checks that a real format has its root."""
+    return "synthetic" if root is None else "aitex"
+
+
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low \
             or (high is not None and value > high):
