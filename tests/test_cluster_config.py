@@ -217,3 +217,32 @@ def test_documented_searches_use_shared_storage_the_cluster_and_the_tunnel():
                  "ray dashboard cluster.yaml", "ray attach cluster.yaml --port-forward 5000",
                  "aitexvae pull --tracking-uri http://127.0.0.1:5000 --out", "ray down cluster.yaml"):
         assert step in text, step
+
+
+def _readme_bindings() -> dict[str, tuple[str, str]]:
+    """The README's "what listens where on the head" table: service -> (port, binds to)."""
+    text = DOCS.read_text()
+    table = text.split("**What listens where on the head.**", 1)[1].split("\n\n", 2)[1]
+    rows = [line.strip("|").split("|") for line in table.splitlines()[2:]]
+    return {row[0].strip(): (row[1].strip(), row[2].strip()) for row in rows}
+
+
+def test_readme_says_how_the_heads_services_bind_as_cluster_yaml_starts_them(prepared):
+    bindings = _readme_bindings()
+    head = shlex.split(_ray_start(prepared["head_start_ray_commands"]).split("ulimit -n 65536;")[1])
+    flags = dict(arg.lstrip("-").split("=", 1) for arg in head if arg.startswith("--") and "=" in arg)
+    # Ray's ports: the ones the README names, and the node IP left to Ray (the VPC address).
+    assert bindings["Ray GCS"][0] == f"{flags['port']} (`--port`)"
+    assert bindings["raylet, object manager"][0].startswith(f"{flags['object-manager-port']} ")
+    assert "node-ip-address" not in flags and "ray-client-server-port" not in flags
+    # Dashboard and MLflow: loopback, in the file and in the table.
+    assert flags["dashboard-host"] == "127.0.0.1"
+    assert bindings["Ray dashboard"] == ("8265", "`127.0.0.1` (`--dashboard-host=127.0.0.1`)")
+    assert "dashboard-port" not in flags  # 8265, as the table says
+    mlflow = next(c for c in prepared["head_start_ray_commands"] if "--backend-store-uri" in c)
+    args = shlex.split(mlflow.split("sh -c ", 1)[1])[0].split()
+    host, port = args[args.index("--host") + 1], args[args.index("--port") + 1]
+    assert bindings["MLflow server"][:2] == (port, f"`{host}` (`--host {host}`)")
+    assert host == "127.0.0.1"
+    # Nothing else is said to listen beyond loopback without the table naming why.
+    assert set(bindings) == {"Ray GCS", "raylet, object manager", "Ray dashboard", "MLflow server"}
