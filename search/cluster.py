@@ -298,13 +298,17 @@ def list_names(path: str) -> list[str]:
     return sorted(info.base_name for info in infos)
 
 
-def read_text(path: str) -> str:
+def read_bytes(path: str) -> bytes:
     if not is_uri(path):
-        with open(path, encoding="utf-8") as file:
+        with open(path, "rb") as file:
             return file.read()
     fs, inner = _fs(path)
     with fs.open_input_stream(inner) as stream:
-        return stream.read().decode("utf-8")
+        return stream.read()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
 
 
 def write_text(path: str, text: str) -> None:

@@ -9,6 +9,7 @@ written. Nothing here prints; the CLI decides what the user sees.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from search.importance import search_importances
 from search.objective import ObjectiveError
 from search.objective import resolve as resolve_objective
 from search.report import SearchSummary, summarize, unfinished_trials
-from search.searcher import SpaceSearcher, make_sampler
+from search.searcher import STATE_FILE_PATTERN, SpaceSearcher, parse_state
 from search.settings import RUNTIME_FIELDS, SETTINGS_FILE, SearchSettings
 from search.space import SearchSpace, SpaceError, fit_to_image_size
 from search.space_check import check_space
@@ -104,6 +105,8 @@ def prepare(settings: SearchSettings, *, resume: bool = False) -> PreparedSearch
             space = None
             if not _tune_recorded(experiment_path):
                 space, restart = _saved_space(experiment_path, settings), True
+            else:
+                _check_searcher_state(experiment_path)
         else:
             if cluster.exists(experiment_path):
                 raise SearchError(f"a search named {settings.name!r} already exists in "
@@ -169,6 +172,18 @@ def _tune_recorded(experiment_path: str) -> bool:
                for name in cluster.list_names(experiment_path))
 
 
+def _check_searcher_state(experiment_path: str) -> None:
+    """The searcher's saved asks and tells, read before Ray starts: a damaged or pickled file is
+    one line here, not a traceback from inside ``Tuner.restore``."""
+    for name in cluster.list_names(experiment_path):
+        if fnmatch.fnmatch(name, STATE_FILE_PATTERN):
+            path = cluster.join(experiment_path, name)
+            try:
+                parse_state(cluster.read_bytes(path), path)
+            except ValueError as error:
+                raise SearchError(f"cannot resume: {error}") from None
+
+
 def _saved_space(experiment_path: str, settings: SearchSettings) -> SearchSpace:
     """The space of a search that starts over, refused if it is no longer the saved one (a
     --space file edited since the launch would make it a different search)."""
@@ -203,9 +218,9 @@ def build_tuner(prepared: PreparedSearch, callbacks: Sequence[tune.Callback] = (
                                grace_period=settings.grace_period,
                                reduction_factor=settings.reduction_factor)
                  if settings.scheduler == "asha" else FIFOScheduler())
-    searcher = SpaceSearcher(prepared.space, make_sampler(settings.search_alg, settings.seed,
-                                                          settings.num_samples),
-                             metric=keys.OBJECTIVE, mode=keys.OBJECTIVE_MODE)
+    searcher = SpaceSearcher(prepared.space, search_alg=settings.search_alg, seed=settings.seed,
+                             num_samples=settings.num_samples, metric=keys.OBJECTIVE,
+                             mode=keys.OBJECTIVE_MODE)
     tune_config = tune.TuneConfig(
         metric=keys.OBJECTIVE, mode=keys.OBJECTIVE_MODE, search_alg=searcher,
         scheduler=scheduler, num_samples=settings.num_samples,

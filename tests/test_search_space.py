@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from search.searcher import SpaceSearcher, make_sampler
+from search.searcher import SpaceSearcher
 from search.space import (
     BCE_ACTIVATIONS,
     DEFAULT_LOSS_MIXES,
@@ -71,7 +71,7 @@ def test_fifty_sampled_configs_are_valid_and_each_takes_one_training_step():
 @pytest.mark.parametrize("search_alg", ["random", "optuna"])
 def test_both_search_algorithms_draw_valid_configs_with_config_keys_only(search_alg):
     def run() -> list[dict]:
-        searcher = SpaceSearcher(SearchSpace(), make_sampler(search_alg, seed=3, num_samples=24),
+        searcher = SpaceSearcher(SearchSpace(), search_alg=search_alg, seed=3, num_samples=24,
                                  metric="val/auroc", mode="max")
         drawn = []
         for i in range(24):
@@ -92,8 +92,8 @@ def test_both_search_algorithms_draw_valid_configs_with_config_keys_only(search_
 
 
 def test_optuna_is_told_nan_trials_failed_so_tpe_never_models_them():
-    searcher = SpaceSearcher(SearchSpace(), make_sampler("optuna", 0, 10), metric="val/auroc",
-                             mode="max")
+    searcher = SpaceSearcher(SearchSpace(), search_alg="optuna", seed=0, num_samples=10,
+                             metric="val/auroc", mode="max")
     searcher.suggest("a")
     searcher.suggest("b")
     searcher.on_trial_result("a", {"val/auroc": 0.7})
@@ -142,9 +142,8 @@ def test_the_embedded_default_draws_trials_that_cover_the_five_dimensions():
 
     settings = SearchSettings()
     assert settings.num_samples >= 8
-    searcher = SpaceSearcher(SearchSpace(), make_sampler(settings.search_alg, settings.seed,
-                                                         settings.num_samples),
-                             metric="val/auroc", mode="max")
+    searcher = SpaceSearcher(SearchSpace(), search_alg=settings.search_alg, seed=settings.seed,
+                             num_samples=settings.num_samples, metric="val/auroc", mode="max")
     drawn = [searcher.suggest(str(i)) for i in range(settings.num_samples)]
     for key in ("model.latent_dim", "model.dropout", "model.output_activation",
                 "model.covariance"):
