@@ -241,8 +241,9 @@ def check_storage(storage_path: str) -> None:
 def check_trusted(experiment_path: str) -> None:
     """Refuse to resume from a local experiment that others could have written to.
 
-    ``--resume`` hands Tune its own pickles (``tuner.pkl``, the searcher's state), and
-    unpickling runs whatever a writer put there. On a local path, every such file and the
+    ``--resume`` hands Tune its own pickles (``tuner.pkl``, the trials of its experiment state),
+    and unpickling runs whatever a writer put there (the searcher's state is JSON, checked by
+    ``search.searcher.parse_state``). On a local path, every such file and the
     folders above it must belong to this user (or root) and be writable by no one else. A
     bucket (``s3://``, ``gs://``) is the operator's to lock down: see the README's cluster
     section.

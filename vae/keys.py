@@ -1,9 +1,12 @@
 """Metric keys, defined once: Tune, the schedulers and MLflow all use these names."""
 
 TRAIN_LOSS = "train/loss"  # weighted total: reconstruction terms + beta * KL
-TRAIN_MSE = "train/mse"
-TRAIN_BCE = "train/bce"
-TRAIN_FFT = "train/fft"
+# The training terms are sums over one image's pixels (vae.losses), averaged over the epoch's
+# images: "_sum" keeps them apart from val/mse, a per-pixel mean. A term whose weight is 0 is
+# not reported (it would be a flat 0), except mse_sum, which is always computed (no gradient).
+TRAIN_MSE = "train/mse_sum"
+TRAIN_BCE = "train/bce_sum"
+TRAIN_FFT = "train/fft_sum"
 TRAIN_KL = "train/kl"
 TRAIN_IMAGES_PER_S = "train/images_per_s"
 TRAIN_EPOCH_TIME_S = "train/epoch_time_s"

@@ -5,8 +5,9 @@ of the loss does not depend on the batch size and trials with different batch si
 fairly (the negative ELBO of Kingma & Welling 2014, eq. 3, per image; beta as in Higgins et al.
 2017). All terms are computed in float32 with autocast off.
 
-Terms whose weight is 0: ``mse`` is always computed (cheap, and makes ``train/mse`` comparable
-across trials; without gradient), ``bce`` and ``fft`` are skipped and reported as 0.0.
+Terms whose weight is 0: ``mse`` is always computed (cheap, and makes ``train/mse_sum``
+comparable across trials; without gradient), ``bce`` and ``fft`` are skipped and returned as 0.0
+(``vae.train`` does not report them).
 """
 
 from __future__ import annotations

@@ -182,7 +182,8 @@ def _fork_rng(device: torch.device):
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8, config: VAEConfig,
                 device: torch.device, *, epoch: int = 0, generator: torch.Generator | None = None
                 ) -> dict[str, float]:
-    """One pass over ``images_uint8`` (N, C, H, W) in shuffled batches → ``train/*`` means.
+    """One pass over ``images_uint8`` (N, C, H, W) in shuffled batches → ``train/*`` means
+    (per image; the terms whose weight is 0, other than mse, are left out).
 
     ``images_uint8`` may already be on ``device`` (``place_images``). Dropout masks and z
     samples come from torch's RNG, forked and seeded from ``(config.train.seed, epoch)`` (the
@@ -243,8 +244,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images_uint8
         name, value = next((n, v) for n, v in zip(names, bad_values, strict=True)
                            if not math.isfinite(v))
         raise NonFiniteLossError(name, value, epoch, int(bad_step))
+    skipped = {"bce": config.loss.bce_weight == 0, "fft": config.loss.fft_weight == 0}
     metrics = {TRAIN_KEYS[name]: total / len(images)
-               for name, total in zip(LOSS_TERMS, totals, strict=False)}
+               for name, total in zip(LOSS_TERMS, totals, strict=False)
+               if not skipped.get(name, False)}  # a flat 0 of an unused term says nothing
     metrics[keys.TRAIN_IMAGES_PER_S] = len(images) / elapsed
     metrics[keys.TRAIN_EPOCH_TIME_S] = elapsed
     return metrics

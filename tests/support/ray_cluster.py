@@ -98,6 +98,7 @@ class LocalRayCluster:
     # the head's monitor; they inherit the marker, so teardown finds them too.
     autoscaling: Callable[[str], dict] | None = None
     head_cpus: int | None = None
+    head_env: dict[str, str] = field(default_factory=dict)  # extra environment of the head
     _owns_root: bool = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -218,6 +219,7 @@ class LocalRayCluster:
                 self.autoscaling_config_path.write_text(json.dumps(self.autoscaling(self.address)))
                 command += [f"--autoscaling-config={self.autoscaling_config_path}"]
                 env.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
+            env.update(self.head_env)
         else:
             command += [f"--address={self.address}"]
         with open(log_path, "wb") as log:
