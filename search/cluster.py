@@ -214,7 +214,24 @@ def check_storage(storage_path: str) -> None:
     """
     if is_uri(storage_path):
         return
-    path = storage_path
+    problem = storage_problem(storage_path, label="--storage-path ")
+    if problem is not None:
+        if problem.startswith("cannot write"):
+            problem += "; give a writable directory (or s3://, gs://)"
+        raise ClusterError(problem)
+    free = shutil.disk_usage(storage_path).free
+    if free < MIN_FREE_BYTES:
+        raise ClusterError(f"no space left on --storage-path {storage_path}: {free >> 20} MiB "
+                           f"free, a search needs at least {MIN_FREE_BYTES >> 20} MiB for its "
+                           "checkpoints")
+
+
+def storage_problem(path: str, label: str = "") -> str | None:
+    """Why ``path`` (local) cannot take a write now, in one line, or None: a small file is
+    written, synced and removed. Also asked after a trial or the search failed, so that a full
+    or read-only disk is named as the cause instead of a truncated error file Tune left."""
+    if is_uri(path):
+        return None
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".aitexvae-write-test-{os.getpid()}")
@@ -226,16 +243,11 @@ def check_storage(storage_path: str) -> None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(probe)
-        free = shutil.disk_usage(path).free
     except OSError as error:
         if error.errno == errno.ENOSPC:
-            raise ClusterError(f"no space left on --storage-path {path}") from None
-        raise ClusterError(f"cannot write --storage-path {path}: {error.strerror or error}; "
-                           "give a writable directory (or s3://, gs://)") from None
-    if free < MIN_FREE_BYTES:
-        raise ClusterError(f"no space left on --storage-path {path}: {free >> 20} MiB free, a "
-                           f"search needs at least {MIN_FREE_BYTES >> 20} MiB for its "
-                           "checkpoints")
+            return f"no space left on {label}{path}"
+        return f"cannot write {label}{path}: {error.strerror or error}"
+    return None
 
 
 def check_trusted(experiment_path: str) -> None:

@@ -167,9 +167,20 @@ def _saved_document(experiment_path: str) -> dict[str, Any]:
 
 
 def _tune_recorded(experiment_path: str) -> bool:
-    """Whether Tune snapshotted the experiment (what ``Tuner.restore`` continues from)."""
-    return any(name.startswith("experiment_state-") and name.endswith(".json")
-               for name in cluster.list_names(experiment_path))
+    """Whether Tune left a readable snapshot of the experiment (what ``Tuner.restore``
+    continues from). A damaged one (a full disk truncates it: Tune does not write it
+    atomically) counts as none: Tune would silently start a different search from it."""
+    states = [name for name in cluster.list_names(experiment_path)
+              if name.startswith("experiment_state-") and name.endswith(".json")]
+    if not states:
+        return False
+    path = cluster.join(experiment_path, max(states))  # Tune restores the newest
+    try:
+        json.loads(cluster.read_text(path))
+    except (OSError, ValueError) as error:
+        log.warning("Tune's experiment state %s is damaged (%s)", path, error)
+        return False
+    return True
 
 
 def _check_searcher_state(experiment_path: str) -> None:
@@ -194,8 +205,9 @@ def _saved_space(experiment_path: str, settings: SearchSettings) -> SearchSpace:
                           f"was recorded, and the search space now differs from the one saved "
                           f"at launch (--space {settings.space_file!r} changed); start a new "
                           "search with --name")
-    log.info("resuming %s: its driver died before Tune recorded any trial; starting the saved "
-             "search over (same settings, space and seed)", settings.name)
+    log.info("resuming %s: Tune recorded no readable trial state (its driver died before the "
+             "first snapshot, or the snapshot is damaged); starting the saved search over "
+             "(same settings, space and seed)", settings.name)
     return space
 
 
@@ -267,7 +279,15 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
         if not prepared.resuming:  # first: Tuner() writes tuner.pkl, and a resume reads these
             _write_settings(prepared)
         tuner = build_tuner(prepared, callbacks)
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        except Exception:  # a full or read-only disk: Tune's own files there are broken too
+            problem = cluster.storage_problem(prepared.settings.storage_path, "--storage-path ")
+            if problem is None:
+                raise
+            raise SearchError(f"{problem}; the search stopped. Free space (or fix the "
+                              f"permissions), then `aitexvae tune --resume "
+                              f"{prepared.settings.name}` continues it") from None
         summary = summarize(results)
         outcome = SearchOutcome(prepared, results, summary, _unfinished(prepared),
                                 search_importances(summary, prepared.searched_keys))

@@ -22,6 +22,7 @@ import numpy as np
 import ray
 from ray import tune
 
+from search.cluster import storage_problem
 from search.keys import NONFINITE
 from search.report import unfinished_trials
 from vae import checkpoint as trial_checkpoint
@@ -124,8 +125,22 @@ class MlflowTrackingCallback(tune.Callback):
         self._safely("end of a trial", self.tracker.end_trial, trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        error = _last_line(trial.get_error(), "trial error")
-        self._safely("end of a failed trial", self.tracker.end_trial, trial.trial_id, error)
+        self._safely("end of a failed trial", self.tracker.end_trial, trial.trial_id,
+                     self._trial_error(trial))
+
+    def _trial_error(self, trial) -> str:
+        """The cause of a trial's failure in one line. A full or read-only storage path comes
+        first: Tune's error file then lies on that disk, truncated or absent."""
+        problem = self._storage_problem()
+        if problem is not None:
+            return problem
+        try:
+            return _last_line(trial.get_error(), "trial error")
+        except Exception as error:  # an unreadable error file is no reason to lose the record
+            return f"trial error (its error file is unreadable: {type(error).__name__})"
+
+    def _storage_problem(self) -> str | None:
+        return None if self.experiment_path is None else storage_problem(self.experiment_path)
 
     def on_experiment_end(self, trials: list, **info) -> None:
         # Tune also ends the experiment on Ctrl-C: only a complete search gets a champion.
@@ -136,10 +151,13 @@ class MlflowTrackingCallback(tune.Callback):
             except Exception as error:  # no readable state: trust the in-memory statuses
                 logger.warning("experiment state unreadable (%s); ending the search on Tune's "
                                "in-memory trial statuses", error)
+        status, reason = "FINISHED" if complete else "KILLED", None
+        problem = self._storage_problem()
+        if problem is not None:  # whatever Tune made of it, the search could not be recorded
+            status, reason = "FAILED", f"{problem}; free space or fix the permissions"
         try:
             self.outcome = self._safely("end of the search", self.tracker.end_search,
-                                        "FINISHED" if complete else "KILLED", None,
-                                        [t.trial_id for t in trials])
+                                        status, None, [t.trial_id for t in trials], reason)
         finally:
             self.tracker.close()
         failures = self.tracker.writer.failures

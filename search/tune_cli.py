@@ -181,6 +181,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"\ninterrupted; continue with: aitexvae tune --resume {prepared.settings.name} "
               f"--storage-path {shlex.quote(prepared.settings.storage_path)}", file=sys.stderr)
         return 130
+    except launcher.SearchError as error:  # storage full or read-only mid-search
+        return _fail(str(error))
     name = prepared.settings.name
     commands = list(ending.get("lines") or [])
     if outcome.unfinished:

@@ -5,7 +5,9 @@ Real file systems: a read-only tmpfs and a 1 MiB tmpfs, mounted by the test (roo
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,3 +69,60 @@ def test_a_full_storage_path_says_no_space_left(mounts, capsys, monkeypatch, tmp
     subprocess.run(["dd", "if=/dev/zero", f"of={full / 'filler'}", "bs=1M"], capture_output=True)
     code, err, _ = _tune(full / "results", capsys)
     assert code == 2 and err == [f"aitexvae tune: error: no space left on --storage-path {full / 'results'}"]
+
+
+AITEXVAE = str(Path(sys.executable).with_name("aitexvae"))
+
+
+def _runs(db: Path) -> dict[str, tuple[str, str]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {r.info.run_name: (r.info.status, r.data.tags.get("aitexvae.stop_reason", ""))
+            for r in runs}
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_search_is_named_recorded_and_resumable(mounts, tmp_path):
+    """A real driver; the storage tmpfs is filled with dd once the first epoch is on it."""
+    store, db = mounts("store", "size=80m"), tmp_path / "mlflow.db"
+    env = {**os.environ, "AITEXVAE_HOME": str(tmp_path / "home"),
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    tune = [AITEXVAE, "tune", "--storage-path", str(store), "--tracking-uri", f"sqlite:///{db}"]
+    driver = subprocess.Popen(
+        [*tune, "--name", "full", "--image-size", "32", "--num-samples", "2", "--max-epochs",
+         "4", "--train-patches", "128", "--scheduler", "fifo", "--max-concurrent-trials", "1"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not any(p.stat().st_size for p in store.glob("full/trial_*/result.json")):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.2)
+    subprocess.run(["dd", "if=/dev/zero", f"of={store / 'filler'}", "bs=1M"],
+                   capture_output=True)
+    _, err = driver.communicate(timeout=240)
+    # One line names the cause and the way on (Tune's own sync warnings come before it).
+    assert driver.returncode == 2, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"aitexvae tune: error: no space left on --storage-path {store}; the search stopped. "
+        "Free space (or fix the permissions), then `aitexvae tune --resume full` continues it")
+    runs = _runs(db)
+    assert runs.pop("full") == ("FAILED", f"search ended FAILED: no space left on {store}/full; "
+                                "free space or fix the permissions; no champion was "
+                                "registered. `aitexvae tune --resume full` (with the same "
+                                "--storage-path) continues it")
+    assert runs and all(status == "FAILED" and reason == f"error: no space left on {store}/full"
+                        for status, reason in runs.values()), runs
+    from mlflow import MlflowClient
+    assert MlflowClient(f"sqlite:///{db}").search_registered_models() == []
+    # Space back: the resume runs the saved search (Tune's snapshot was truncated on the full
+    # disk, so it starts over with the saved settings: 32 px, 4 epochs), and a champion comes.
+    (store / "filler").unlink()
+    done = subprocess.run([*tune, "--resume", "full"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Search finished: 2 trials — 2 ok" in done.stdout
+    runs = _runs(db)
+    assert runs.pop("full")[0] == "FINISHED"
+    assert sorted(status for status, _ in runs.values()).count("FINISHED") == 2
+    assert MlflowClient(f"sqlite:///{db}").get_model_version_by_alias("aitex-vae", "champion")

@@ -170,7 +170,8 @@ def _summarise(tracker: SearchTracker, rows: list[dict[str, object]]) -> None:
     tracker.client.log_artifacts(tracker.parent_run_id, str(folder), names.SUMMARY_PATH)
 
 
-def finish_search(tracker: SearchTracker, status: str, register: bool) -> SearchOutcome:
+def finish_search(tracker: SearchTracker, status: str, register: bool,
+                  reason: str | None = None) -> SearchOutcome:
     rows = [_row(run) for run in tracker.children()]
     outcome = SearchOutcome(parent_run_id=tracker.parent_run_id, status=status, trials=len(rows))
     candidates = sorted((row for row in rows if eligible(row)),
@@ -187,7 +188,8 @@ def finish_search(tracker: SearchTracker, status: str, register: bool) -> Search
             tracker.writer.failures.append(f"{what}: {type(error).__name__}: {error}")
     parent = tracker.parent_run_id
     if status != "FINISHED":  # say why in the UI, and how to go on
-        what = "interrupted before every trial finished" if status == "KILLED" else "failed"
+        what = reason or ("interrupted before every trial finished" if status == "KILLED"
+                          else "failed")
         tracker.client.set_tag(parent, names.TAG_STOP_REASON, (
             f"search ended {status}: {what}; no champion was registered. `aitexvae tune "
             f"--resume {tracker.search_name}` (with the same --storage-path) continues it"))

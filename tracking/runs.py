@@ -121,9 +121,11 @@ class SearchTracker:
                     len(self.trials))
 
     def end_search(self, status: str = "FINISHED", register: bool | None = None,
-                   known_trials: Iterable[str] | None = None) -> SearchOutcome:
+                   known_trials: Iterable[str] | None = None, reason: str | None = None
+                   ) -> SearchOutcome:
         """Summary, champion registration (when finished), parent status; waits for all writes.
 
+        ``reason``: why a search that did not finish ended (the parent's stop reason).
         ``known_trials``: the trial ids Tune ended the search with. A run of any other trial
         still RUNNING belongs to a trial Tune lost (started just before a killed driver's last
         experiment snapshot; a resumed Tune samples a new trial instead): it ends KILLED.
@@ -138,7 +140,8 @@ class SearchTracker:
             elif status != "FINISHED":  # interrupted: say so; a resume reopens the run
                 self.end_trial(state.trial_id, killed_reason=f"search ended {status}")
         self.writer.flush()
-        outcome = finish_search(self, status=status, register=register and status == "FINISHED")
+        outcome = finish_search(self, status=status, register=register and status == "FINISHED",
+                                reason=reason)
         self.writer.flush()
         outcome.failures = list(self.writer.failures)
         return outcome
