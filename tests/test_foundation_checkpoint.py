@@ -11,19 +11,10 @@ import pytest
 import torch
 
 from tests.support.checkpoints import make_model, tiny_config, validation_set
+from tests.support.hostile import CreatesFileWhenUnpickled
 from vae import checkpoint
 from vae.io import CONFIG_FILE, WEIGHTS_FILE
 from vae.train import make_optimizer, train_epoch
-
-
-class _CreatesFileWhenUnpickled:
-    """Unpickling this opens (creates) ``path``: proof that a pickle was executed."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def _trained(config):
@@ -75,7 +66,7 @@ def test_an_optimizer_state_that_is_a_pickle_payload_is_refused_unexecuted(tmp_p
     folder = checkpoint.write(tmp_path / "ckpt", model, optimizer, 1, {}, np.zeros(12))
     marker = tmp_path / "executed"
     (folder / checkpoint.OPTIMIZER_FILE).write_bytes(
-        pickle.dumps({"state": _CreatesFileWhenUnpickled(str(marker))}, protocol=2))
+        pickle.dumps({"state": CreatesFileWhenUnpickled(str(marker))}, protocol=2))
     with pytest.raises(pickle.UnpicklingError):
         checkpoint.read(folder)
     assert not marker.exists()

@@ -16,6 +16,7 @@ import pytest
 
 from search.searcher import SpaceSearcher, parse_state
 from search.space import SearchSpace
+from tests.support.hostile import CreatesFileWhenUnpickled
 
 METRIC = "val/objective"
 
@@ -65,18 +66,12 @@ def test_a_restored_searcher_suggests_what_the_uninterrupted_one_does(search_alg
     assert len({json.dumps(c, sort_keys=True) for c in resumed.values()}) == 20  # really drawn
 
 
-class Payload:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_a_pickled_or_damaged_state_is_refused_unread(tmp_path):
     marker = tmp_path / "pwned"
     pickled = tmp_path / "searcher-state-old.pkl"
-    pickled.write_bytes(pickle.dumps(Payload(str(marker))))
+    pickled.write_bytes(pickle.dumps(CreatesFileWhenUnpickled(str(marker))))
     with pytest.raises(ValueError, match="is not the JSON this version of aitexvae writes") as e:
         _searcher("random").restore(str(pickled))
     assert "a pickle from an older version is never loaded" in str(e.value)

@@ -14,21 +14,14 @@ import pytest
 
 from search.cli import main as aitexvae
 from search.settings import SETTINGS_FILE, SearchSettings
-
-
-class Payload:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
+from tests.support.hostile import CreatesFileWhenUnpickled
 
 
 @pytest.fixture
 def experiment(tmp_path):
     folder = tmp_path / "results" / "planted"
     folder.mkdir(parents=True)
-    (folder / "tuner.pkl").write_bytes(pickle.dumps(Payload(str(tmp_path / "pwned"))))
+    (folder / "tuner.pkl").write_bytes(pickle.dumps(CreatesFileWhenUnpickled(str(tmp_path / "pwned"))))
     settings = SearchSettings(name="planted", storage_path=str(tmp_path / "results"))
     (folder / SETTINGS_FILE).write_text(json.dumps({"settings": settings.to_dict()}))
     for path in (folder, folder / "tuner.pkl", folder / SETTINGS_FILE):
@@ -55,7 +48,7 @@ def test_resume_refuses_a_pickled_searcher_state_before_ray_starts(experiment, t
     # searcher state is a pickle (as aitexvae wrote before its state was JSON, or an attacker).
     (experiment / "experiment_state-2026.json").write_text("{}")
     state = experiment / "searcher-state-2026.pkl"
-    state.write_bytes(pickle.dumps(Payload(str(tmp_path / "pwned"))))
+    state.write_bytes(pickle.dumps(CreatesFileWhenUnpickled(str(tmp_path / "pwned"))))
     for path in (experiment / "experiment_state-2026.json", state):
         os.chmod(path, 0o600)
     code = aitexvae(["tune", "--resume", "planted", "--storage-path",
