@@ -66,7 +66,7 @@ class MlflowTrackingCallback(tune.Callback):
         if val_images is not None and val_labels is not None and len(val_labels):
             self.probe = choose_probe(val_images, val_labels, self.settings.probe_per_class,
                                       self.settings.probe_seed)
-        self.outcome = None  # tracking.finish.SearchOutcome once the search ends
+        self.outcome = None  # tracking.finish.SearchRecord once the search ends
         self._tracker = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -98,9 +98,11 @@ class MlflowTrackingCallback(tune.Callback):
         try:
             return function(*args)
         except Exception as error:  # logged and counted; the trials go on
-            logger.warning("MLflow tracking: %s failed: %s: %s", what, type(error).__name__, error)
             if self._tracker is not None:
-                self._tracker.writer.failures.append(f"{what}: {type(error).__name__}: {error}")
+                self._tracker.writer.report(what, error)
+            else:
+                logger.warning("MLflow tracking: %s failed: %s: %s", what, type(error).__name__,
+                               error)
             return None
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:

@@ -4,6 +4,7 @@ checkpoint staging and calibration, champion eligibility, the writer, summary, s
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -184,3 +185,30 @@ def test_a_tracking_error_inside_a_tune_callback_never_reaches_tune(tmp_path):
     callback.on_trial_complete(0, [], trial)
     callback.on_experiment_end([SimpleNamespace(trial_id="t1", status="TERMINATED")])
     assert callback.outcome.champion is None and callback.outcome.trials == 1
+
+
+@pytest.mark.parametrize("before", ["unset", "in code", "from the environment"])
+def test_global_tracking_uri_puts_back_exactly_what_was_there(before, tmp_path, monkeypatch):
+    import mlflow
+
+    from tracking.registry import global_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    theirs = f"sqlite:///{tmp_path / 'theirs.db'}"
+    if before == "in code":
+        mlflow.set_tracking_uri(theirs)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")  # set in code only, not exported by them
+    elif before == "from the environment":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", theirs)
+    was_set, environment = mlflow.is_tracking_uri_set(), os.environ.get("MLFLOW_TRACKING_URI")
+    ours = f"sqlite:///{tmp_path / 'ours.db'}"
+    try:
+        with global_tracking_uri(ours):
+            assert mlflow.get_tracking_uri() == ours
+        assert mlflow.is_tracking_uri_set() is was_set
+        assert os.environ.get("MLFLOW_TRACKING_URI") == environment
+        if was_set:
+            assert mlflow.get_tracking_uri() == theirs
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -23,7 +23,6 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from PIL import Image
 
 import vae
@@ -40,6 +39,7 @@ from tracking.artifacts import find_pickles
 from tracking.preflight import check_tracking_uri
 from tracking.probe import choose_probe
 from tracking.pull import pull
+from tracking.registry import global_tracking_uri
 from tracking.runs import SearchTracker
 from tracking.settings import TrackingSettings
 from vae.checkpoint import copy_for_pull
@@ -222,7 +222,7 @@ def test_champion_is_the_best_eligible_trial_with_description(scripted):
 
 
 def test_registered_pyfunc_scores_like_vae_score_and_has_no_pickle(scripted, tmp_path):
-    with _use_tracking_uri(scripted["uri"]):  # what a downstream user does, then put back
+    with global_tracking_uri(scripted["uri"]):  # what a downstream user does, then put back
         model_dir = mlflow.artifacts.download_artifacts("models:/aitex-vae@champion",
                                                         dst_path=str(tmp_path / "model"))
         pyfunc = mlflow.pyfunc.load_model("models:/aitex-vae@champion")

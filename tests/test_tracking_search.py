@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import ray
 from mlflow import MlflowClient
-from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 import vae
 from search import launcher
@@ -24,6 +23,7 @@ from search.settings import SearchSettings
 from tests.support.checkpoints import outputs
 from tests.support.mlflow_server import migrated_sqlite
 from tracking import settings as names
+from tracking.registry import global_tracking_uri
 from vae import keys
 from vae.config import VAEConfig
 from vae.score import score_patches
@@ -191,7 +191,7 @@ def test_champion_is_the_winner_and_pull_rebuilds_its_checkpoint(tracked, tmp_pa
     trial_model = vae.load(winner.checkpoint_path)
     np.testing.assert_array_equal(outputs(vae.load(out), val), outputs(trial_model, val))
     assert (out / "calibration.json").is_file()
-    with _use_tracking_uri(uri):
+    with global_tracking_uri(uri):
         pyfunc = mlflow.pyfunc.load_model("models:/aitex-vae@champion")
     expected, _ = score_patches(trial_model, val, keep_maps=False)
     np.testing.assert_allclose(pyfunc.predict(val), expected, rtol=1e-6, atol=1e-7)

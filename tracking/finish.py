@@ -1,8 +1,10 @@
-"""The ends of things: closing a trial's run (probe picture, status) and closing a search
-(trials table, summary plot, champion registration, parent status).
+"""The end of a search in MLflow: the trials table and summary plot, the champion's
+registration, the parent's status and description.
 
-Both run on the tracker's writer thread or after it has been flushed; they read what MLflow
-stores, so a resumed search's summary covers the trials from before the restart too.
+It runs after the tracker's writer has been flushed and reads what MLflow stores, so a resumed
+search's summary covers the trials from before the restart too. It works on any ``Search``
+(the protocol below; ``tracking.runs.SearchTracker`` is the one in use) and never on a
+tracker's internals, so the import goes one way: runs -> finish.
 """
 
 from __future__ import annotations
@@ -10,28 +12,43 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import vae
+from mlflow import MlflowClient
+
 from tracking import settings as names
-from tracking.artifacts import no_progress_bars
-from tracking.probe import render_probe
 from tracking.registry import RegisteredChampion, register_champion
+from tracking.settings import TrackingSettings
 from tracking.summary import FIXED_COLUMNS, plot_summary, searched_keys, write_table
+from tracking.writer import Writer
 from vae.io import CONFIG_FILE
-
-if TYPE_CHECKING:
-    from tracking.restore import TrialState
-    from tracking.runs import SearchTracker
 
 logger = logging.getLogger(__name__)
 
 
+class Search(Protocol):
+    """What closing a search needs to know about it."""
+
+    client: MlflowClient
+    settings: TrackingSettings
+    writer: Writer
+    search_name: str
+    parent_run_id: str | None
+    objective: str
+    sign: float  # +1 when the objective is maximised, -1 when minimised
+    staging: Path  # this driver's scratch folder
+
+    def children(self) -> list: ...
+
+    def best_checkpoint(self, trial_id: str, run_id: str) -> Path | None: ...
+
+
 @dataclass
-class SearchOutcome:
+class SearchRecord:
+    """What MLflow holds of a search once it has ended."""
+
     parent_run_id: str
     status: str
     trials: int
@@ -39,62 +56,6 @@ class SearchOutcome:
     champion_trial_id: str | None = None
     champion_objective: float | None = None
     failures: list[str] = field(default_factory=list)  # MLflow writes that failed (logged)
-
-
-def warm_up() -> None:
-    """One-time costs of the end of a search, paid on the writer thread while trials train
-    rather than in the serial tail after the last one: matplotlib's import, and MLflow's map of
-    installed packages (~0.8 s; built when a model is logged, to check its requirements)."""
-    import matplotlib.figure  # noqa: F401
-
-    try:
-        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
-    except ImportError:  # a private helper: without it, model logging just pays the cost later
-        return
-    _init_packages_to_modules_map()
-
-
-def best_checkpoint_dir(tracker: SearchTracker, run_id: str, staged: Path | None) -> Path | None:
-    """The trial's best checkpoint: this driver's staged copy, else downloaded from MLflow."""
-    if staged is not None and staged.is_dir():
-        return staged
-    listed = tracker.client.list_artifacts(run_id, names.BEST_CHECKPOINT_PATH)
-    if not listed:
-        return None
-    destination = Path(tempfile.mkdtemp(prefix="best-", dir=tracker._staging))
-    with no_progress_bars():
-        local = tracker.client.download_artifacts(run_id, names.BEST_CHECKPOINT_PATH,
-                                                  str(destination))
-    return Path(local)
-
-
-def close_trial(tracker: SearchTracker, state: TrialState, status: str, reason: str | None
-                ) -> None:
-    if state.run_id is None:
-        return
-    if tracker.probe is not None:
-        try:
-            folder = best_checkpoint_dir(tracker, state.run_id, state.staged)
-            if folder is not None:
-                title = (f"{state.trial_id}  best epoch {state.best_epoch}  {tracker.objective}="
-                         f"{tracker._sign * state.best:.4f}")
-                path = tracker._staging / state.trial_id / "probe.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                render_probe(vae.load(folder), tracker.probe, title=title).save(path)
-                tracker.client.log_artifact(state.run_id, str(path), names.PROBE_PATH)
-        except Exception as error:  # a missing picture must not leave the run RUNNING
-            tracker.writer.failures.append(f"probe picture of trial {state.trial_id}: {error}")
-            logger.warning("MLflow: no probe picture for trial %s: %s", state.trial_id, error)
-    if reason is not None:
-        tracker.client.set_tag(state.run_id, names.TAG_STOP_REASON, reason)
-    outcome = reason or f"completed all {state.last_epoch} epochs"
-    tracker.client.set_tag(state.run_id, names.TAG_OUTCOME, outcome)
-    best = "" if state.best_epoch is None else (
-        f" Best `{tracker.objective}` = {tracker._sign * state.best:.4f} at epoch "
-        f"{state.best_epoch}.")
-    tracker.client.set_tag(state.run_id, names.TAG_NOTE,
-                           f"Trial `{state.trial_id}`: {status}, {outcome}.{best}")
-    tracker.client.set_terminated(state.run_id, status=status)
 
 
 def _row(run) -> dict[str, object]:
@@ -118,7 +79,7 @@ def eligible(row: dict[str, object]) -> bool:
     return not row["nonfinite"] and row.get("status") != "FAILED" and math.isfinite(value)
 
 
-def _description(tracker: SearchTracker, row: dict[str, object], folder: Path) -> str:
+def _description(tracker: Search, row: dict[str, object], folder: Path) -> str:
     run_id = str(row["run_id"])
     step = int(row["best_epoch"])  # type: ignore[arg-type]
     metrics = {}
@@ -135,11 +96,10 @@ def _description(tracker: SearchTracker, row: dict[str, object], folder: Path) -
     return "\n".join(lines)
 
 
-def _register_best(tracker: SearchTracker, candidates: list[dict[str, object]],
-                   outcome: SearchOutcome) -> None:
+def _register_best(tracker: Search, candidates: list[dict[str, object]],
+                   outcome: SearchRecord) -> None:
     for row in candidates:  # best first; one without a checkpoint artifact cannot be pulled
-        state = tracker.trials.get(str(row["trial_id"]))
-        weights = best_checkpoint_dir(tracker, str(row["run_id"]), state.staged if state else None)
+        weights = tracker.best_checkpoint(str(row["trial_id"]), str(row["run_id"]))
         if weights is None:
             logger.warning("MLflow: trial %s has no best checkpoint artifact; trying the next",
                            row["trial_id"])
@@ -161,31 +121,27 @@ def _register_best(tracker: SearchTracker, candidates: list[dict[str, object]],
                    "registered", tracker.search_name, tracker.objective)
 
 
-def _summarise(tracker: SearchTracker, rows: list[dict[str, object]]) -> None:
+def _summarise(tracker: Search, rows: list[dict[str, object]]) -> None:
     param_keys = sorted({key for row in rows for key in row} - set(FIXED_COLUMNS))
-    folder = tracker._staging / "summary"
+    folder = tracker.staging / "summary"
     write_table(rows, param_keys, folder)
     plot_summary(rows, searched_keys(rows, param_keys), tracker.objective,
                  folder / "search_summary.png")
     tracker.client.log_artifacts(tracker.parent_run_id, str(folder), names.SUMMARY_PATH)
 
 
-def finish_search(tracker: SearchTracker, status: str, register: bool,
-                  reason: str | None = None) -> SearchOutcome:
+def finish_search(tracker: Search, status: str, register: bool,
+                  reason: str | None = None) -> SearchRecord:
+    """Summarise, register the best eligible trial (``register``), close the parent."""
     rows = [_row(run) for run in tracker.children()]
-    outcome = SearchOutcome(parent_run_id=tracker.parent_run_id, status=status, trials=len(rows))
+    outcome = SearchRecord(parent_run_id=tracker.parent_run_id, status=status, trials=len(rows))
     candidates = sorted((row for row in rows if eligible(row)),
-                        key=lambda row: -tracker._sign * float(row["best_objective"]))
-    steps = [("summary of the search", _summarise, (tracker, rows))]
+                        key=lambda row: -tracker.sign * float(row["best_objective"]))
+    # One failing step must not leave the parent RUNNING: each is attempted and reported.
+    tracker.writer.attempt("summary of the search", _summarise, tracker, rows)
     if register:
-        steps.append(("registration of the champion", _register_best,
-                      (tracker, candidates, outcome)))
-    for what, step, args in steps:  # one failing step must not leave the parent RUNNING
-        try:
-            step(*args)
-        except Exception as error:  # reported with the search's other tracking failures
-            logger.warning("MLflow: %s failed: %s: %s", what, type(error).__name__, error)
-            tracker.writer.failures.append(f"{what}: {type(error).__name__}: {error}")
+        tracker.writer.attempt("registration of the champion", _register_best, tracker,
+                               candidates, outcome)
     parent = tracker.parent_run_id
     if status != "FINISHED":  # say why in the UI, and how to go on
         what = reason or ("interrupted before every trial finished" if status == "KILLED"
@@ -200,8 +156,8 @@ def finish_search(tracker: SearchTracker, status: str, register: bool,
     return outcome
 
 
-def _search_note(tracker: SearchTracker, rows: list[dict[str, object]], status: str,
-                 outcome: SearchOutcome) -> str:
+def _search_note(tracker: Search, rows: list[dict[str, object]], status: str,
+                 outcome: SearchRecord) -> str:
     """The parent's description in the MLflow UI: what ran, and what won."""
     counts: dict[str, int] = {}
     for row in rows:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_TRACKING_URI
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
@@ -71,12 +73,19 @@ def pip_requirements() -> list[str]:
 @contextlib.contextmanager
 def global_tracking_uri(tracking_uri: str) -> Iterator[None]:
     """Several MLflow 3 paths read the global URI whatever client or argument they are given
-    (model logging, resolving ``models:/`` sources and aliases); set it, then restore exactly
-    what was there (including "unset", which ``mlflow.set_tracking_uri`` cannot express)."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    with _use_tracking_uri(tracking_uri):
+    (model logging, resolving ``models:/`` sources and aliases); set it, then put back exactly
+    what was there: a URI set in code, one from $MLFLOW_TRACKING_URI, or none at all."""
+    was_set, previous = mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()
+    environment = os.environ.get(MLFLOW_TRACKING_URI.name)
+    mlflow.set_tracking_uri(tracking_uri)  # (this also exports $MLFLOW_TRACKING_URI)
+    try:
         yield
+    finally:
+        mlflow.set_tracking_uri(previous if was_set else None)
+        if environment is None:
+            os.environ.pop(MLFLOW_TRACKING_URI.name, None)
+        else:
+            os.environ[MLFLOW_TRACKING_URI.name] = environment
 
 
 def log_pyfunc(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir: Path):

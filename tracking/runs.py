@@ -26,11 +26,12 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
+import vae
 from tracking import settings as names
-from tracking.artifacts import stage_checkpoint
-from tracking.finish import SearchOutcome, close_trial, finish_search, warm_up
+from tracking.artifacts import no_progress_bars, stage_checkpoint
+from tracking.finish import SearchRecord, finish_search
 from tracking.params import flatten_params, max_epochs_of, metrics_from_result, trial_params
-from tracking.probe import ProbeSet
+from tracking.probe import ProbeSet, render_probe
 from tracking.restore import TrialState, child_runs, find_parent, restored_trials
 from tracking.settings import TrackingSettings, check_search_name
 from tracking.writer import Writer
@@ -60,14 +61,15 @@ class SearchTracker:
         self.probe, self.validation_labels = probe, validation_labels
         # ``name``, ``digest``, ``source`` and a JSON ``profile``: logged as the runs' dataset input
         self.dataset = dict(dataset) if dataset else None
-        self.objective, self._sign = objective, (1.0 if mode == "max" else -1.0)
+        self.objective = objective
+        self.sign = 1.0 if mode == "max" else -1.0  # best = the largest sign * value
         uri = self.settings.tracking_uri
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.writer = Writer(asynchronous)
         self.trials: dict[str, TrialState] = {}
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
-        self._staging = Path(tempfile.mkdtemp(prefix="aitexvae-tracking-"))
+        self.staging = Path(tempfile.mkdtemp(prefix="aitexvae-tracking-"))
 
     # -- the search ----------------------------------------------------------------------------
     def start_search(self, params: Mapping[str, Any] | None = None,
@@ -105,7 +107,7 @@ class SearchTracker:
             self._restore_children()
         logger.info("MLflow: search %r is run %s in experiment %r (%s)", self.search_name,
                     self.parent_run_id, self.settings.experiment, self.settings.tracking_uri)
-        self.writer.submit("warm-up", warm_up)
+        self.writer.submit("warm-up", _warm_up)
         return self.parent_run_id
 
     def _find_parent(self, tag: str, value: str):
@@ -116,13 +118,13 @@ class SearchTracker:
         return child_runs(self.client, self.experiment_id, self.parent_run_id)
 
     def _restore_children(self) -> None:
-        self.trials.update(restored_trials(self.children(), self._sign))
+        self.trials.update(restored_trials(self.children(), self.sign))
         logger.info("MLflow: resuming search %r with %d existing trial run(s)", self.search_name,
                     len(self.trials))
 
     def end_search(self, status: str = "FINISHED", register: bool | None = None,
                    known_trials: Iterable[str] | None = None, reason: str | None = None
-                   ) -> SearchOutcome:
+                   ) -> SearchRecord:
         """Summary, champion registration (when finished), parent status; waits for all writes.
 
         ``reason``: why a search that did not finish ended (the parent's stop reason).
@@ -149,7 +151,7 @@ class SearchTracker:
     def close(self) -> None:
         """Stop the writer thread and delete this driver's local copies of checkpoints."""
         self.writer.close()
-        shutil.rmtree(self._staging, ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
 
     # -- trials --------------------------------------------------------------------------------
     def start_trial(self, trial_id: str, config: Mapping[str, Any], name: str | None = None
@@ -212,8 +214,8 @@ class SearchTracker:
                 state.nonfinite = f"{key}={value} at epoch {epoch}"
         value = metrics.get(self.objective)
         if value is not None and math.isfinite(value) and state.nonfinite is None \
-                and self._sign * value > state.best:
-            state.best, state.best_epoch, state.pending_best = self._sign * value, epoch, True
+                and self.sign * value > state.best:
+            state.best, state.best_epoch, state.pending_best = self.sign * value, epoch, True
         if epoch <= state.last_epoch:
             return  # a retried epoch: MLflow keeps the first value of each step
         state.last_epoch = epoch
@@ -221,10 +223,10 @@ class SearchTracker:
         batch = [Metric(k, v, now, epoch) for k, v in metrics.items()]
         tags = [RunTag(names.TAG_LAST_EPOCH, str(epoch))]
         if state.best_epoch is not None:
-            tags += [RunTag(names.TAG_BEST_OBJECTIVE, repr(self._sign * state.best)),
+            tags += [RunTag(names.TAG_BEST_OBJECTIVE, repr(self.sign * state.best)),
                      RunTag(names.TAG_BEST_EPOCH, str(state.best_epoch))]
             # numeric (the tag sorts as text): sorting the runs table by it is tune's ranking
-            batch.append(Metric(names.best_metric(self.objective), self._sign * state.best,
+            batch.append(Metric(names.best_metric(self.objective), self.sign * state.best,
                                 now, epoch))
         if state.nonfinite is not None:
             tags.append(RunTag(names.TAG_NONFINITE, state.nonfinite))
@@ -256,7 +258,7 @@ class SearchTracker:
         return True
 
     def _upload_best(self, state: TrialState, fetch: Fetch, epoch: int | None) -> None:
-        folder = self._staging / state.trial_id / f"e{epoch}"
+        folder = self.staging / state.trial_id / f"e{epoch}"
         fetched = folder.with_name(folder.name + ".fetched")
         shutil.rmtree(fetched, ignore_errors=True)
         try:
@@ -301,6 +303,55 @@ class SearchTracker:
                                           f"{state.last_epoch} of {state.max_epochs}")
         else:
             status, reason = "FINISHED", None
-        self.writer.submit(f"close run of trial {trial_id}", close_trial, self, state, status,
+        self.writer.submit(f"close run of trial {trial_id}", self._close_trial, state, status,
                            reason)
         return status
+
+    def _close_trial(self, state: TrialState, status: str, reason: str | None) -> None:
+        """The probe picture, outcome tags and description, then the status (writer thread)."""
+        if state.run_id is None:
+            return
+        if self.probe is not None:  # a missing picture must not leave the run RUNNING
+            self.writer.attempt(f"probe picture of trial {state.trial_id}", self._log_probe,
+                                state)
+        if reason is not None:
+            self.client.set_tag(state.run_id, names.TAG_STOP_REASON, reason)
+        outcome = reason or f"completed all {state.last_epoch} epochs"
+        self.client.set_tag(state.run_id, names.TAG_OUTCOME, outcome)
+        best = "" if state.best_epoch is None else (
+            f" Best `{self.objective}` = {self.sign * state.best:.4f} at epoch "
+            f"{state.best_epoch}.")
+        self.client.set_tag(state.run_id, names.TAG_NOTE,
+                            f"Trial `{state.trial_id}`: {status}, {outcome}.{best}")
+        self.client.set_terminated(state.run_id, status=status)
+
+    def _log_probe(self, state: TrialState) -> None:
+        folder = self.best_checkpoint(state.trial_id, state.run_id)
+        if folder is None:
+            return
+        title = (f"{state.trial_id}  best epoch {state.best_epoch}  {self.objective}="
+                 f"{self.sign * state.best:.4f}")
+        path = self.staging / state.trial_id / "probe.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        render_probe(vae.load(folder), self.probe, title=title).save(path)
+        self.client.log_artifact(state.run_id, str(path), names.PROBE_PATH)
+
+    def best_checkpoint(self, trial_id: str, run_id: str) -> Path | None:
+        """The trial's best checkpoint: this driver's staged copy, else downloaded from MLflow
+        (a resumed search's trials from before the restart); None when it has none."""
+        state = self.trials.get(trial_id)
+        if state is not None and state.staged is not None and state.staged.is_dir():
+            return state.staged
+        if not self.client.list_artifacts(run_id, names.BEST_CHECKPOINT_PATH):
+            return None
+        destination = Path(tempfile.mkdtemp(prefix="best-", dir=self.staging))
+        with no_progress_bars():
+            local = self.client.download_artifacts(run_id, names.BEST_CHECKPOINT_PATH,
+                                                   str(destination))
+        return Path(local)
+
+
+def _warm_up() -> None:
+    """matplotlib's import (~0.5 s), paid on the writer thread while trials train rather
+    than in the serial tail of the search, where the summary plot needs it."""
+    import matplotlib.figure  # noqa: F401

@@ -21,7 +21,26 @@ class Writer:
     def __init__(self, asynchronous: bool = True) -> None:
         self._executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
                           if asynchronous else None)
-        self.failures: list[str] = []
+        self._failures: list[str] = []
+
+    @property
+    def failures(self) -> list[str]:
+        """Every tracking step of the search that failed, in order (``what: Error: message``)."""
+        return list(self._failures)
+
+    def report(self, what: str, error: Exception) -> None:
+        """Log and record one failed tracking step: the one place failures are counted."""
+        logger.warning("MLflow tracking: %s failed: %s: %s", what, type(error).__name__, error,
+                       exc_info=logger.isEnabledFor(logging.DEBUG))
+        self._failures.append(f"{what}: {type(error).__name__}: {error}")
+
+    def attempt(self, what: str, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` now, on this thread; a failure is reported and gives None."""
+        try:
+            return function(*args)
+        except Exception as error:  # reported, counted, and shown at the end of the search
+            self.report(what, error)
+            return None
 
     def submit(self, what: str, function: Callable[..., Any], *args: Any) -> None:
         """Run ``function(*args)`` after every earlier submission; ``what`` names it in errors."""
@@ -31,12 +50,7 @@ class Writer:
             self._executor.submit(self._run, what, function, args)
 
     def _run(self, what: str, function: Callable[..., Any], args: tuple) -> None:
-        try:
-            function(*args)
-        except Exception as error:  # reported, counted, and shown at the end of the search
-            logger.warning("MLflow tracking: %s failed: %s: %s", what, type(error).__name__, error,
-                           exc_info=logger.isEnabledFor(logging.DEBUG))
-            self.failures.append(f"{what}: {type(error).__name__}: {error}")
+        self.attempt(what, function, *args)  # one entry point for timing it (bench/)
 
     def flush(self) -> None:
         """Wait until everything submitted so far has been written (or has failed)."""
