@@ -44,8 +44,8 @@ class MlflowTrackingCallback(tune.Callback):
                  val_labels: np.ndarray | None = None, search_params: Mapping[str, Any] | None = None,
                  tags: Mapping[str, str] | None = None, resume: bool = False,
                  asynchronous: bool = True, experiment_path: str | None = None,
-                 num_samples: int | None = None, dataset: Mapping[str, str] | None = None
-                 ) -> None:
+                 num_samples: int | None = None, dataset: Mapping[str, str] | None = None,
+                 documents: Mapping[str, str] | None = None) -> None:
         from tracking.probe import choose_probe
 
         self.settings = settings.resolved()
@@ -53,6 +53,7 @@ class MlflowTrackingCallback(tune.Callback):
         self.search_id = uuid.uuid4().hex  # pickled with the callback: the same after a restore
         self.search_params = dict(search_params or {})
         self.tags = dict(tags or {})
+        self.documents = dict(documents or {})  # parent artifacts: file name -> text
         self.resume = resume
         self.asynchronous = asynchronous
         # Where Tune saves the experiment state and how many trials make the search complete:
@@ -91,7 +92,7 @@ class MlflowTrackingCallback(tune.Callback):
                                       asynchronous=self.asynchronous, dataset=self.dataset)
         tags = {**self.tags, TAG_RAY_ADDRESS: self.tags.get(TAG_RAY_ADDRESS) or _ray_address()}
         self._tracker.start_search(self.search_params, tags, resume=self.resume,
-                                   search_id=self.search_id)
+                                   search_id=self.search_id, documents=self.documents)
 
     def _safely(self, what: str, function: Callable[..., Any], *args: Any) -> Any:
         """Tune re-raises a callback's exception and ends the search: tracking must not."""
@@ -168,6 +169,21 @@ class MlflowTrackingCallback(tune.Callback):
                            len(failures), failures[0])
 
 
+def _space_document(prepared: Any) -> dict[str, str]:
+    """The resolved search space as the parent's ``search_space.yaml`` (a ``--space`` file)."""
+    from search.space_file import dump_space
+    from tracking.settings import SPACE_ARTIFACT
+
+    if prepared.space is None:  # a resume that could not rebuild it: the first run has it
+        return {}
+    settings = prepared.settings
+    header = (f"The search space of aitexvae search {settings.name!r}: "
+              f"{settings.space_file or 'the built-in space'}, fitted to --image-size "
+              f"{settings.image_size} (model.rank is capped at latent_dim - 1 when lowrank).\n"
+              f"Search it again: aitexvae tune --space search_space.yaml")
+    return {SPACE_ARTIFACT: dump_space(prepared.space, header)}
+
+
 def dataset_fingerprint(splits: Any) -> str:
     """The patch-cache key of the data (it hashes the source files and patch settings), else a
     hash of the data summary when the cache is off."""
@@ -230,7 +246,8 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
                                       resume=prepared.resuming,
                                       experiment_path=prepared.experiment_path,
                                       num_samples=search.num_samples,
-                                      dataset=dataset_input(prepared.splits, search))
+                                      dataset=dataset_input(prepared.splits, search),
+                                      documents=_space_document(prepared))
 
     def on_search_end(outcome: Any) -> list[str]:
         result = callback.outcome  # None when the end of the search could not be tracked

@@ -13,7 +13,8 @@ Two couplings in ``VAEConfig`` are handled by drawing in order instead of reject
 - ``model.rank`` is drawn only for ``covariance == "lowrank"``, its range capped at
   ``latent_dim - 1``.
 
-A distribution the user wrote (``--space FILE``) is never adapted: if it can produce an invalid
+A distribution the user wrote (``--space FILE``) is never adapted (one equal to the built-in one
+stays the built-in one, so a dumped space reads back the same): if it can produce an invalid
 combination, the space check fails before Ray starts and names it.
 """
 
@@ -161,17 +162,28 @@ class SearchSpace:
     loss_mixes: tuple[LossMix, ...] = DEFAULT_LOSS_MIXES
     explicit: frozenset[str] = frozenset()
 
-    def with_overrides(self, overrides: Mapping[str, Distribution]) -> SearchSpace:
+    def with_overrides(self, overrides: Mapping[str, Distribution],
+                       loss_mixes: tuple[LossMix, ...] | None = None) -> SearchSpace:
         """Replace distributions key by key; naming any reconstruction weight replaces the
-        loss mix (the weights not named are then 0)."""
+        loss mix (the weights not named are then 0), as ``loss_mixes`` does.
+
+        A key overridden with the distribution it already has stays what it was (built in:
+        still adapted to the image size and latent_dim), so a written-out space
+        (``search.space_file.dump_space``) reads back as the same space."""
+        if loss_mixes is not None and any(key in overrides for key in LOSS_WEIGHT_KEYS):
+            raise SpaceError("the search space sets both a loss mix and loss weights "
+                             f"{[k for k in LOSS_WEIGHT_KEYS if k in overrides]}; use one")
+        changed = {key for key, dist in overrides.items() if self.params.get(key) != dist}
         params = {**self.params, **overrides}
-        mixes = self.loss_mixes
+        mixes = self.loss_mixes if loss_mixes is None else tuple(loss_mixes)
         if any(key in overrides for key in LOSS_WEIGHT_KEYS):
             mixes = ()
             for key in LOSS_WEIGHT_KEYS:
                 params.setdefault(key, Fixed(0.0))
+        elif loss_mixes is not None:
+            params = {k: v for k, v in params.items() if k not in LOSS_WEIGHT_KEYS}
         return replace(self, params=params, loss_mixes=mixes,
-                       explicit=self.explicit | frozenset(overrides))
+                       explicit=self.explicit | frozenset(changed))
 
     def searched_keys(self) -> list[str]:
         """Keys that vary between trials (the loss mix counts as its three weights)."""

@@ -12,8 +12,15 @@ value is either a fixed value or one distribution::
 
 A key in the file replaces that key's default distribution; every other key keeps its default.
 Naming any of ``loss.mse_weight``, ``loss.bce_weight``, ``loss.fft_weight`` replaces the default
-loss mix: the weights you name are used as given, those you do not name are 0. Keys set by
-command-line flags (image size, epochs, seed, channels) are rejected here, naming the flag.
+loss mix: the weights you name are used as given, those you do not name are 0. Or search whole
+mixes, as the default space does: ``loss.mix`` maps a name to the weights of that mix (weights
+left out are 0; a mix with BCE is drawn only with a ``sigmoid`` or ``none`` output)::
+
+    loss.mix: {mse: {mse_weight: 1.0}, mse+fft: {mse_weight: 1.0, fft_weight: 0.02}}
+
+Keys set by command-line flags (image size, epochs, seed, channels) are rejected here, naming
+the flag. ``dump_space`` writes a space in this form (the parent run's ``search_space.yaml``);
+reading that file back gives the same space.
 """
 
 from __future__ import annotations
@@ -26,7 +33,17 @@ from typing import Any
 
 import yaml
 
-from search.space import Choice, Distribution, Fixed, RandInt, SearchSpace, SpaceError, Uniform
+from search.space import (
+    LOSS_WEIGHT_KEYS,
+    Choice,
+    Distribution,
+    Fixed,
+    LossMix,
+    RandInt,
+    SearchSpace,
+    SpaceError,
+    Uniform,
+)
 from vae.config import VAEConfig
 
 FLAG_KEYS = {"model.image_size": "--image-size", "model.in_channels": "the data (its channels)",
@@ -100,16 +117,53 @@ def _range(key: str, name: str, args: list[Any]) -> Distribution:
     return Uniform(float(low), float(high), log=log)
 
 
-def parse_space(data: Any, source: str = "search space") -> dict[str, Distribution]:
-    """A loaded YAML mapping → ``{config key: distribution}``; unknown keys fail, named."""
+MIX_KEY = "loss.mix"
+_MIX_WEIGHTS = {key.split(".", 1)[1]: key for key in LOSS_WEIGHT_KEYS}  # mse_weight -> loss.…
+
+
+def parse_loss_mixes(raw: Any, source: str) -> tuple[LossMix, ...]:
+    """``loss.mix: {name: {mse_weight: w, ...}, ...}`` → the mixes, checked."""
+    where = f"{source}: {MIX_KEY}"
+    if not isinstance(raw, dict) or not raw:
+        raise SpaceError(f"{where} must map each mix's name to its weights, e.g. "
+                         "{mse: {mse_weight: 1.0}}; got " + repr(raw)[:80])
+    mixes = []
+    for name, weights in raw.items():
+        if not isinstance(weights, dict) or not weights:
+            raise SpaceError(f"{where} {name!r}: expected weights as {{mse_weight: 1.0, ...}}, "
+                             f"got {weights!r}"[:200])
+        values = {}
+        for key, value in weights.items():
+            value = _number(value)
+            if key not in _MIX_WEIGHTS:
+                raise SpaceError(f"{where} {name!r}: unknown weight {key!r}; allowed: "
+                                 f"{list(_MIX_WEIGHTS)}")
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value) or value < 0:
+                raise SpaceError(f"{where} {name!r}: {key} must be a number >= 0, got {value!r}")
+            values[key] = float(value)
+        if not any(values.values()):
+            raise SpaceError(f"{where} {name!r}: every weight is 0; a mix needs one term")
+        mixes.append(LossMix(str(name), **{k: values.get(k, 0.0) for k in _MIX_WEIGHTS}))
+    return tuple(mixes)
+
+
+def parse_space(data: Any, source: str = "search space"
+                ) -> tuple[dict[str, Distribution], tuple[LossMix, ...] | None]:
+    """A loaded YAML mapping → ``({config key: distribution}, loss mixes or None)``; unknown
+    keys fail, named."""
     if data is None:
-        return {}
+        return {}, None
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: expected a mapping of config keys to values, "
                          f"got {type(data).__name__}")
     valid = VAEConfig.valid_keys()
     overrides: dict[str, Distribution] = {}
+    mixes = None
     for key, raw in data.items():
+        if key == MIX_KEY:
+            mixes = parse_loss_mixes(raw, source)
+            continue
         if key in FLAG_KEYS:
             raise SpaceError(f"{source}: key {key!r} is set by {FLAG_KEYS[key]}, not by the "
                              "search space")
@@ -119,7 +173,31 @@ def parse_space(data: Any, source: str = "search space") -> dict[str, Distributi
             raise SpaceError(f"{source}: unknown config key {key!r}{near}; valid keys: "
                              f"{[k for k in valid if k not in FLAG_KEYS]}")
         overrides[key] = parse_distribution(key, raw)
-    return overrides
+    return overrides, mixes
+
+
+def _document(dist: Distribution) -> Any:
+    """One distribution in the file form ``parse_distribution`` reads."""
+    if isinstance(dist, Fixed):
+        return dist.value
+    if isinstance(dist, Choice):
+        return {"choice": list(dist.values)}
+    name = ("log" if dist.log else "") + ("randint" if isinstance(dist, RandInt) else "uniform")
+    return {name: [dist.low, dist.high]}
+
+
+def dump_space(space: SearchSpace, header: str = "") -> str:
+    """The space as a ``--space`` file: every key's distribution, and the loss mix."""
+    # One line per key, as a person writes the file; the loss mix one line per mix.
+    lines = [yaml.safe_dump({key: _document(dist)}, default_flow_style=True,
+                            width=10_000).strip()[1:-1] for key, dist in space.params.items()]
+    if space.loss_mixes:
+        mixes = {mix.name: {short: weight for short, key in _MIX_WEIGHTS.items()
+                            if (weight := mix.weights()[key])} for mix in space.loss_mixes}
+        lines.append(yaml.safe_dump({MIX_KEY: mixes}, default_flow_style=None,
+                                    sort_keys=False, width=10_000).rstrip())
+    comments = [f"# {line}".rstrip() for line in header.splitlines()]
+    return "\n".join(comments + lines) + "\n"
 
 
 def _check_shape(text: str, source: str) -> None:
@@ -162,5 +240,5 @@ def load_space_file(path: str | Path, base: SearchSpace | None = None) -> Search
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SpaceError(f"{source} is not valid YAML: {error}") from None
-    return (base or SearchSpace()).with_overrides(parse_space(data, f"search space file "
-                                                                   f"{str(path)!r}"))
+    overrides, mixes = parse_space(data, source)
+    return (base or SearchSpace()).with_overrides(overrides, mixes)

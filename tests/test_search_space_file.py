@@ -8,9 +8,18 @@ import pytest
 import ray
 
 from search import cli
-from search.space import Choice, Fixed, RandInt, SpaceError, Uniform
+from search.space import (
+    Choice,
+    Fixed,
+    LossMix,
+    RandInt,
+    SearchSpace,
+    SpaceError,
+    Uniform,
+    fit_to_image_size,
+)
 from search.space_check import check_space
-from search.space_file import load_space_file, parse_space
+from search.space_file import dump_space, load_space_file, parse_space
 
 BASE = {"model.image_size": 64, "train.num_epochs": 2}
 
@@ -52,6 +61,11 @@ def test_the_documented_example_parses_into_the_distributions_it_names(tmp_path)
     ({"model.dropout": {"uniform": [0.5, 0.1]}}, "needs low < high"),
     ({"model.image_size": 128}, "set by --image-size"),
     ({"train.num_epochs": 3}, "set by --max-epochs"),
+    ({"loss.mix": [1, 2]}, "loss.mix must map each mix's name to its weights"),
+    ({"loss.mix": {"a": {"l1_weight": 1}}}, "'a': unknown weight 'l1_weight'"),
+    ({"loss.mix": {"a": {"mse_weight": -1}}}, "'a': mse_weight must be a number >= 0"),
+    ({"loss.mix": {"a": {"mse_weight": "x"}}}, "'a': mse_weight must be a number >= 0"),
+    ({"loss.mix": {"a": {"mse_weight": 0}}}, "'a': every weight is 0"),
 ])
 def test_malformed_entries_are_rejected_naming_the_key(data, message):
     with pytest.raises(SpaceError) as error:
@@ -121,3 +135,46 @@ def test_the_resize_stored_with_the_model_is_a_flag_not_a_space_key(tmp_path):
     path.write_text("model.input_resize: 64\n")
     with pytest.raises(SpaceError, match=r"model.input_resize.*--resize"):
         load_space_file(path)
+
+
+def _draws(space, count: int = 40) -> list[dict]:
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    draws = []
+    for _ in range(count):
+        trial = study.ask()
+        draws.append(space.define(trial))
+        study.tell(trial, 0.0)
+    return draws
+
+
+@pytest.mark.parametrize("image_size", [32, 48, 64])
+def test_a_dumped_space_reads_back_as_the_space_it_was(tmp_path, image_size):
+    space = fit_to_image_size(SearchSpace(), image_size)  # the built-in space, as launched
+    path = tmp_path / "search_space.yaml"
+    path.write_text(dump_space(space, "a header\nof two lines"))
+    assert path.read_text().startswith("# a header\n# of two lines\nmodel.latent_dim: {choice:")
+    back = load_space_file(path)
+    assert dict(back.params) == dict(space.params)
+    assert back.loss_mixes == space.loss_mixes and len(back.loss_mixes) == 5
+    assert back.describe() == space.describe()  # rank still capped: it is the built-in one
+    assert _draws(back) == _draws(space)  # the same trials under the same seeded sampler
+    assert check_space(back, {**BASE, "model.image_size": image_size}) > 0
+
+
+def test_a_loss_mix_in_a_space_file_is_searched_as_whole_mixes(tmp_path):
+    path = _write(tmp_path, """\
+        model.output_activation: {choice: [sigmoid, tanh]}
+        loss.mix: {plain: {mse_weight: 1}, spectral: {mse_weight: 1, fft_weight: 0.5},
+                   bce: {bce_weight: 2}}
+        """)
+    space = load_space_file(path)
+    assert space.loss_mixes == (LossMix("plain", 1.0, 0.0, 0.0),
+                                LossMix("spectral", 1.0, 0.0, 0.5), LossMix("bce", 0.0, 2.0, 0.0))
+    for draw in _draws(space):  # BCE only where the output allows it
+        assert draw["loss.bce_weight"] == 0 or draw["model.output_activation"] == "sigmoid"
+    assert {d["loss.fft_weight"] for d in _draws(space)} == {0.0, 0.5}
+    both = _write(tmp_path, "loss.mix: {a: {mse_weight: 1}}\nloss.mse_weight: 1\n")
+    with pytest.raises(SpaceError, match="both a loss mix and loss weights"):
+        load_space_file(both)

@@ -20,6 +20,8 @@ from search import launcher
 from search.cli import main as aitexvae
 from search.mlflow_callback import tracking_hooks
 from search.settings import SearchSettings
+from search.space import Choice
+from search.space_file import load_space_file
 from tests.support.checkpoints import outputs
 from tests.support.mlflow_server import migrated_sqlite
 from tracking import settings as names
@@ -96,6 +98,13 @@ def test_one_parent_one_child_per_trial_with_params_and_one_value_per_epoch(trac
     assert parent.data.tags[names.TAG_SEARCH_SPACE].endswith("space.yaml")
     assert parent.data.tags[names.TAG_DATASET]
     assert parent.data.tags[names.TAG_RAY_ADDRESS]
+    # The resolved space (file + built-in defaults) as a --space file that reads back the same
+    local = client.download_artifacts(parent.info.run_id, names.SPACE_ARTIFACT,
+                                      str(tracked["tmp"] / "downloaded"))
+    used, back = tracked["outcome"].prepared.space, load_space_file(local)
+    assert dict(back.params) == dict(used.params) and back.loss_mixes == used.loss_mixes == ()
+    assert back.params["model.latent_dim"] == Choice((4, 8))  # from the file
+    assert back.params["model.covariance"] == Choice(("diagonal", "full", "lowrank"))  # built in
     splits = tracked["outcome"].prepared.splits
     for run in [parent, *_children(tracked).values()]:  # the data as MLflow's dataset input
         (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]

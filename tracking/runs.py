@@ -74,9 +74,11 @@ class SearchTracker:
     # -- the search ----------------------------------------------------------------------------
     def start_search(self, params: Mapping[str, Any] | None = None,
                      tags: Mapping[str, str] | None = None, resume: bool = False,
-                     search_id: str | None = None) -> str:
+                     search_id: str | None = None, documents: Mapping[str, str] | None = None
+                     ) -> str:
         """Create the parent run, or reopen it: the one tagged ``search_id`` (a restored
-        callback keeps its id), else with ``resume`` this search name's latest one."""
+        callback keeps its id), else with ``resume`` this search name's latest one.
+        ``documents``: text artifacts of a new parent (file name -> text)."""
         experiment = self.client.get_experiment_by_name(self.settings.experiment)
         self.experiment_id = experiment.experiment_id if experiment else \
             self.client.create_experiment(self.settings.experiment,
@@ -98,6 +100,8 @@ class SearchTracker:
             for start in range(0, len(items), 100):  # log_batch takes at most 100 params
                 self.client.log_batch(self.parent_run_id, params=items[start:start + 100])
             self._log_dataset(self.parent_run_id)
+            for name, text in (documents or {}).items():
+                self.client.log_text(self.parent_run_id, text, name)
         else:
             self.parent_run_id = parent.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")

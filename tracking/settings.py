@@ -52,6 +52,7 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows chil
 BEST_CHECKPOINT_PATH = "checkpoints/best"  # artifact folder of a child's best checkpoint
 PROBE_PATH = "probe"
 SUMMARY_PATH = "summary"
+SPACE_ARTIFACT = "search_space.yaml"  # on the parent: the resolved space, as a --space file
 WEIGHTS_ARTIFACT = "weights"  # the pyfunc's artifact key and folder for the vae.save output
 
 
