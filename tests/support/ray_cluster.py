@@ -37,6 +37,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 MARKER_VAR = "AITEXVAE_TEST_RAY_CLUSTER"
+# Ray's fake multi-node provider starts each launched node's raylet with its node id here; the
+# node's processes (raylet, agents, workers) inherit it.
+LAUNCHED_NODE_VAR = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
 RAY = str(Path(sys.executable).with_name("ray"))
 STARTED_LINE = "Ray runtime started."
 STATE_DRIVER = """\
@@ -197,6 +200,33 @@ class LocalRayCluster:
                 return node
         return None
 
+    def launched_node_of_pid(self, pid: int) -> str | None:
+        """The id of the autoscaler-launched node a live process runs on; None on the head.
+
+        Read from the process's environment, so only while it runs (the launched nodes share
+        the head's temp dir here, which rules out ``node_of_pid``'s log-file lookup).
+        """
+        try:
+            environ = Path(f"/proc/{int(pid)}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if f"{MARKER_VAR}={self.cluster_id}".encode() not in environ:
+            return None
+        prefix = f"{LAUNCHED_NODE_VAR}=".encode()
+        ids = [item[len(prefix):].decode() for item in environ if item.startswith(prefix)]
+        head_id = self.head_env.get(LAUNCHED_NODE_VAR)
+        return next((node_id for node_id in ids if node_id != head_id), None)
+
+    def kill_launched_node(self, node_id: str) -> int:
+        """SIGKILL every process of one autoscaler-launched node, as a lost cloud instance.
+
+        The provider still lists the node; the autoscaler finds it dead and replaces it.
+        Returns how many processes were killed.
+        """
+        if node_id == self.head_env.get(LAUNCHED_NODE_VAR):
+            raise ValueError("refusing to kill the head node; kill a launched node instead")
+        return _kill_marked(self.cluster_id, f"{LAUNCHED_NODE_VAR}={node_id}")
+
     def _start_node(self, *, head: bool, num_cpus: int | None = None) -> RayNode:
         root = self.token_path.parent
         index = len(self.nodes)
@@ -275,23 +305,26 @@ def _kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # start_new_session: pgid == pid
 
 
-def _kill_marked(cluster_id: str) -> None:
-    """SIGKILL every process whose environment carries this cluster's marker."""
-    needle = f"{MARKER_VAR}={cluster_id}".encode()
-    me = os.getpid()
+def _kill_marked(cluster_id: str, *also: str) -> int:
+    """SIGKILL every process whose environment carries this cluster's marker (and ``also``)."""
+    needles = [f"{MARKER_VAR}={cluster_id}".encode(), *(item.encode() for item in also)]
+    me, killed = os.getpid(), 0
     for _ in range(3):  # a dying raylet may still fork a worker; sweep until none is left
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == me:
                 continue
             try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                if all(needle in environ for needle in needles):
                     found.append(int(entry.name))
             except OSError:
                 continue
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+                killed += 1
         if not found:
-            return
+            return killed
         time.sleep(0.5)
+    return killed
