@@ -169,10 +169,11 @@ def test_the_logged_pyfunc_resizes_new_images_as_its_trial_did(folder, tmp_path,
     client = MlflowClient(tracking_uri=uri)
     run = client.create_run(client.create_experiment("resize"))
     info = log_pyfunc(client, uri, run.info.run_id, weights)
+    assert info.signature.inputs.inputs[0].shape == (-1, 1, -1, -1)  # any one image size
     with global_tracking_uri(uri):
         pyfunc = mlflow.pyfunc.load_model(info.model_uri)
     gray = np.asarray(Image.open(folder.root / "test/good/001.png"))  # 36x52: not a patch
-    images = np.stack([gray, gray[::-1]])
-    expected, _ = score_patches(model, np.stack([resize_image(i[None], PATCH) for i in images]),
+    images = np.stack([gray, gray[::-1]])[:, None]  # (N, C, H, W) uint8, any H and W
+    expected, _ = score_patches(model, np.stack([resize_image(i, PATCH) for i in images]),
                                 keep_maps=False)
     np.testing.assert_allclose(pyfunc.predict(images), expected, rtol=1e-6)

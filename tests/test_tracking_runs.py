@@ -23,6 +23,8 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from PIL import Image
 
 import vae
@@ -232,10 +234,41 @@ def test_registered_pyfunc_scores_like_vae_score_and_has_no_pickle(scripted, tmp
     val = scripted["val"]
     expected, _ = score_patches(scripted["models"]["good", 2], val, keep_maps=False)
     np.testing.assert_allclose(pyfunc.predict(val), expected, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(pyfunc.predict(val[:, 0].astype(np.float64) / 255.0), expected,
-                               rtol=1e-6, atol=1e-7)  # (N, H, W) floats in [0, 1]
+    with pytest.raises(MlflowException, match="uint8"):  # the signature: uint8 patches only
+        pyfunc.predict(val.astype(np.float64) / 255.0)
+    with pytest.raises(MlflowException, match="shape"):
+        pyfunc.predict(val[:, 0])  # (N, H, W): the channel axis is part of the contract
     decided = pyfunc.predict(val, params={"decisions": True})
     assert decided["decision"] == list(np.asarray(decided["score"]) > decided["threshold"])
+
+
+def test_the_champion_model_has_a_signature_an_input_example_and_its_metrics(scripted,
+                                                                              tmp_path):
+    client = client_for(scripted["uri"])
+    with global_tracking_uri(scripted["uri"]):
+        info = mlflow.models.get_model_info("models:/aitex-vae@champion")
+        model_dir = mlflow.artifacts.download_artifacts("models:/aitex-vae@champion",
+                                                        dst_path=str(tmp_path / "model"))
+        pyfunc = mlflow.pyfunc.load_model("models:/aitex-vae@champion")
+    val, labels = scripted["val"], scripted["labels"]
+    (images,) = info.signature.inputs.inputs
+    assert (images.type, images.shape) == (np.dtype(np.uint8), (-1, *val.shape[1:]))
+    (scores,) = info.signature.outputs.inputs
+    assert (scores.type, scores.shape) == (np.dtype(np.float32), (-1,))
+    assert [(p.name, p.default) for p in info.signature.params.params] == [("decisions", False)]
+    # The input example: one normal and one defective validation patch, as stored.
+    example = Model.load(model_dir).load_input_example(model_dir)
+    probe = scripted["tracker"].probe
+    normal, defect = (int(np.flatnonzero(probe.labels == k)[0]) for k in (0, 1))
+    np.testing.assert_array_equal(example, probe.images[[normal, defect]])
+    assert example.dtype == np.uint8 and set(labels[probe.indices[[normal, defect]]]) == {0, 1}
+    expected, _ = score_patches(scripted["models"]["good", 2], example, keep_maps=False)
+    np.testing.assert_allclose(pyfunc.predict(example), expected, rtol=1e-6, atol=1e-7)
+    # The logged model carries the champion's metrics at its best epoch (2), and the run's
+    # history gained no duplicate point (test_one_metric_value_per_epoch... checks the run).
+    metrics = {m.key: (m.value, m.step) for m in client.get_logged_model(info.model_id).metrics}
+    assert metrics["val/auroc"] == (0.8, 2) and metrics["train/loss"] == (50.0, 2)
+    assert metrics["val/objective"] == (0.8, 2)
 
 
 def test_pull_rebuilds_the_champion_with_its_calibration(scripted, tmp_path):

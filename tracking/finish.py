@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 
 from tracking import settings as names
 from tracking.registry import RegisteredChampion, register_champion
@@ -39,6 +41,7 @@ class Search(Protocol):
     objective: str
     sign: float  # +1 when the objective is maximised, -1 when minimised
     staging: Path  # this driver's scratch folder
+    example_images: np.ndarray | None  # a few uint8 validation patches: the model's input example
 
     def children(self) -> list: ...
 
@@ -79,21 +82,37 @@ def eligible(row: dict[str, object]) -> bool:
     return not row["nonfinite"] and row.get("status") != "FAILED" and math.isfinite(value)
 
 
-def _description(tracker: Search, row: dict[str, object], folder: Path) -> str:
-    run_id = str(row["run_id"])
-    step = int(row["best_epoch"])  # type: ignore[arg-type]
-    metrics = {}
+def _best_epoch_metrics(tracker: Search, run_id: str, step: int) -> list[Metric]:
+    """The run's logged points at its best epoch, exactly as stored (timestamps included)."""
+    points = []
     for key in sorted(tracker.client.get_run(run_id).data.metrics):
-        values = [m.value for m in tracker.client.get_metric_history(run_id, key) if m.step == step]
-        if values:
-            metrics[key] = values[0]
+        points += [m for m in tracker.client.get_metric_history(run_id, key) if m.step == step][:1]
+    return points
+
+
+def _description(tracker: Search, row: dict[str, object], folder: Path,
+                 metrics: list[Metric]) -> str:
+    step = int(row["best_epoch"])  # type: ignore[arg-type]
     config = json.loads((folder / CONFIG_FILE).read_text()).get("config", {})
     lines = [f"Champion of search `{tracker.search_name}`: trial `{row['trial_id']}` "
-             f"(run `{run_id}`), best {tracker.objective} = {float(row['best_objective']):.4f} at "
-             f"epoch {step}.", "", "Metrics at that epoch:", ""]
-    lines += [f"- `{key}`: {value:.6g}" for key, value in metrics.items()]
+             f"(run `{row['run_id']}`), best {tracker.objective} = "
+             f"{float(row['best_objective']):.4f} at epoch {step}.", "", "Metrics at that epoch:",
+             ""]
+    lines += [f"- `{m.key}`: {m.value:.6g}" for m in metrics]
     lines += ["", "Config:", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```"]
     return "\n".join(lines)
+
+
+def _log_on_model(tracker: Search, run_id: str, model_id: str | None,
+                  metrics: list[Metric]) -> None:
+    """The champion's best-epoch metrics on its logged model (the model page's Metrics).
+
+    Logged as the run's own points again, identical in key, value, step and timestamp: the
+    store keeps a run's identical points once, so the run's history gains no duplicate.
+    """
+    if model_id and metrics:
+        tracker.client.log_batch(run_id, metrics=[
+            Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) for m in metrics])
 
 
 def _register_best(tracker: Search, candidates: list[dict[str, object]],
@@ -104,12 +123,15 @@ def _register_best(tracker: Search, candidates: list[dict[str, object]],
             logger.warning("MLflow: trial %s has no best checkpoint artifact; trying the next",
                            row["trial_id"])
             continue
-        settings = tracker.settings
+        settings, run_id = tracker.settings, str(row["run_id"])
+        metrics = _best_epoch_metrics(tracker, run_id, int(row["best_epoch"]))  # type: ignore[arg-type]
         outcome.champion = register_champion(
-            tracker.client, settings.tracking_uri, str(row["run_id"]), weights,
-            settings.model_name, settings.alias, _description(tracker, row, weights),
+            tracker.client, settings.tracking_uri, run_id, weights,
+            settings.model_name, settings.alias, _description(tracker, row, weights, metrics),
             tags={"search": tracker.search_name, "trial_id": str(row["trial_id"]),
-                  tracker.objective: str(row["best_objective"])})
+                  tracker.objective: str(row["best_objective"])},
+            input_example=tracker.example_images)
+        _log_on_model(tracker, run_id, outcome.champion.model_id, metrics)
         outcome.champion_trial_id = str(row["trial_id"])
         outcome.champion_objective = float(row["best_objective"])  # type: ignore[arg-type]
         tracker.client.log_metric(tracker.parent_run_id, names.best_metric(tracker.objective),

@@ -6,13 +6,15 @@ come from ``model.safetensors`` + ``config.json`` through ``vae.load``; ``calibr
 (when present) gives accept/reject decisions. The ``vae`` package travels with the model as
 code, so a fresh environment with the pip requirements can load and serve it.
 
-``predict`` input: an image array ``(N, H, W)`` or ``(N, C, H, W)``, uint8 0..255 or any
-integer type within 0..255 (JSON from ``mlflow models serve`` arrives as int64), or float in
-[0, 1]. A model trained on resized images (``model.input_resize``, e.g. a folder data set)
-takes images of any one size and resizes them as its training data was; an image larger than
-one patch then scores as its highest patch (rejected when any patch is), as ``aitexvae score``
-cuts it. Output: ``(N,)`` float32 anomaly scores, exactly ``vae.score``'s. With
-``params={"decisions": True}`` a dict adds ``decision`` (True = reject) and ``threshold``.
+``predict`` input, as the model's signature says (MLflow enforces it): uint8 images
+``(N, C, H, W)`` with the model's channels and patch side; JSON from ``mlflow models serve`` is
+parsed to uint8 by that schema. A model trained on resized images (``model.input_resize``, e.g.
+a folder data set) takes images of any one size and resizes them as its training data was; an
+image larger than one patch then scores as its highest patch (rejected when any patch is), as
+``aitexvae score`` cuts it. Output: ``(N,)`` float32 anomaly scores, exactly ``vae.score``'s.
+With ``params={"decisions": True}`` a dict adds ``decision`` (True = reject) and ``threshold``.
+Called directly (``unwrap_python_model().predict``, no schema), it also takes ``(N, H, W)``,
+other integer types within 0..255 and floats in [0, 1], and refuses anything else by name.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 The model is logged into the winning trial's own run, with MLflow's "models from code"
 (``tracking/pyfunc_model.py`` as a file path: no ``python_model.pkl``), the ``vae`` package as
 code, and the trial's best checkpoint (safetensors + config JSON + calibration) as its only
-artifact. MLflow's model logging resolves the experiment from the active run and the store
+artifact. Its signature says what the pyfunc takes and gives: uint8 patches ``(N, C, P, P)``
+(any one image size when the model resizes its input) in, float32 scores ``(N,)`` out, and an
+input example (a normal and a defective validation patch) shows it. MLflow's model logging resolves the experiment from the active run and the store
 from the global tracking URI, so both are set for the duration of the call and put back;
 the registry calls go through an explicit client (no global registry URI is left behind).
 """
@@ -23,16 +25,19 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_TRACKING_URI
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
-from mlflow.types.schema import ParamSchema, ParamSpec
+from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 import vae
 from tracking.artifacts import no_progress_bars, refuse_pickles
 from tracking.settings import WEIGHTS_ARTIFACT
+from vae.config import VAEConfig
+from vae.io import load_config
 
 logger = logging.getLogger(__name__)
 
@@ -88,32 +93,55 @@ def global_tracking_uri(tracking_uri: str) -> Iterator[None]:
             os.environ[MLFLOW_TRACKING_URI.name] = environment
 
 
-def log_pyfunc(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir: Path):
-    """Log the pyfunc into ``run_id`` (its status and end time are kept); returns ModelInfo."""
+def model_signature(config: VAEConfig) -> ModelSignature:
+    """uint8 images in, one float32 score per image out; ``decisions`` adds accept/reject.
+
+    MLflow enforces the input schema on ``predict`` and parses served JSON by its dtype, so a
+    caller learns the contract from the model itself: the channels and patch side of the
+    model's training data (any height and width when the model resizes its input, as
+    ``model.input_resize`` does). The output schema describes the plain scores; with
+    ``decisions`` the pyfunc returns a dict instead (MLflow does not enforce outputs).
+    """
+    model = config.model
+    side = -1 if model.input_resize else model.image_size
+    # Unnamed: a named tensor would make MLflow hand predict a {name: array} dict.
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, model.in_channels, side, side))])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1,))])
+    return ModelSignature(inputs, outputs,
+                          params=ParamSchema([ParamSpec("decisions", "boolean", False)]))
+
+
+def log_pyfunc(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir: Path,
+               input_example: np.ndarray | None = None):
+    """Log the pyfunc into ``run_id`` (its status and end time are kept); returns ModelInfo.
+
+    ``input_example``: a few uint8 patches ``(K, C, P, P)`` the model takes, or None.
+    """
     refuse_pickles(weights_dir)
+    signature = model_signature(load_config(weights_dir))
     run = client.get_run(run_id)
     with tempfile.TemporaryDirectory(prefix="aitexvae-champion-") as scratch:
         # MLflow names the artifact folder after the source folder: make it `weights`.
         weights = Path(scratch) / WEIGHTS_ARTIFACT
         shutil.copytree(weights_dir, weights)
-        info = _log_model(run_id, tracking_uri, weights)
+        info = _log_model(run_id, tracking_uri, weights, signature, input_example)
     if run.info.status != "RUNNING":  # reopening the run to log into it must not change history
         client.set_terminated(run_id, status=run.info.status, end_time=run.info.end_time)
     return info
 
 
-def _log_model(run_id: str, tracking_uri: str, weights: Path):
-    signature = ModelSignature(params=ParamSchema([ParamSpec("decisions", "boolean", False)]))
+def _log_model(run_id: str, tracking_uri: str, weights: Path, signature: ModelSignature,
+               input_example: np.ndarray | None):
     with global_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id), \
             no_progress_bars(), warnings.catch_warnings():
-        # Deliberate choices, not problems: predict takes any image array (no type hints to
-        # validate against) and the model is logged without an input example.
-        warnings.filterwarnings("ignore", message=r".*(type hint|input example).*",
-                                category=UserWarning)
+        # Deliberate choices, not problems: the signature, not type hints, is the contract,
+        # and a tracker without probe patches has no example to give.
+        hushed = r".*type hint.*" if input_example is not None else r".*(type hint|input example).*"
+        warnings.filterwarnings("ignore", message=hushed, category=UserWarning)
         return Model.log(None, mlflow.pyfunc, name=MODEL_NAME_IN_RUN, python_model=str(PYFUNC_CODE),
                          artifacts={WEIGHTS_ARTIFACT: str(weights)},
                          code_paths=[str(VAE_PACKAGE)], pip_requirements=pip_requirements(),
-                         signature=signature)
+                         signature=signature, input_example=input_example)
 
 
 def _link_version(client: MlflowClient, model_id: str, name: str, version: int | str) -> None:
@@ -128,9 +156,10 @@ def _link_version(client: MlflowClient, model_id: str, name: str, version: int |
 
 def register_champion(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir: Path,
                       name: str, alias: str, description: str,
-                      tags: dict[str, str] | None = None) -> RegisteredChampion:
+                      tags: dict[str, str] | None = None,
+                      input_example: np.ndarray | None = None) -> RegisteredChampion:
     """Log the pyfunc, add it as a new version of ``name``, point ``alias`` at it."""
-    info = log_pyfunc(client, tracking_uri, run_id, weights_dir)
+    info = log_pyfunc(client, tracking_uri, run_id, weights_dir, input_example)
     try:
         client.get_registered_model(name)
     except MlflowException as error:

@@ -71,6 +71,16 @@ class SearchTracker:
         self.experiment_id: str | None = None
         self.staging = Path(tempfile.mkdtemp(prefix="aitexvae-tracking-"))
 
+    @property
+    def example_images(self) -> np.ndarray | None:
+        """A normal and a defective probe patch (uint8), the registered model's input example."""
+        if self.probe is None:
+            return None
+        labels = self.probe.labels
+        picks = [int(np.flatnonzero(labels == label)[0]) for label in (0, 1)
+                 if (labels == label).any()]
+        return self.probe.images[picks]
+
     # -- the search ----------------------------------------------------------------------------
     def start_search(self, params: Mapping[str, Any] | None = None,
                      tags: Mapping[str, str] | None = None, resume: bool = False,
