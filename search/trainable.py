@@ -39,6 +39,7 @@ from vae import checkpoint as trial_checkpoint
 from vae import keys
 from vae.config import ScoreConfig, VAEConfig
 from vae.model import build_model
+from vae.resources import ResourceMeter
 from vae.score import image_auroc
 from vae.score.scorers import SCORERS, candidates, pick_best, score_candidates
 from vae.train import NonFiniteLossError, make_optimizer, place_images, prepare_model, train_epoch
@@ -101,14 +102,15 @@ class TrialData:
         return train, val, None if real is None else (placed[2], real[1])
 
 
-def claim_resources() -> tuple[torch.device, int]:
-    """(device, bytes of patches the trial may place on it): torch threads = CPUs Ray granted
-    this trial; CUDA when Ray assigned a GPU, capped to the trial's share of it."""
+def claim_resources() -> tuple[torch.device, int, float]:
+    """(device, bytes of patches the trial may place on it, CPUs granted): torch threads = CPUs
+    Ray granted this trial; CUDA when Ray assigned a GPU, capped to the trial's share of it."""
     granted = ray.get_runtime_context().get_assigned_resources()
-    torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
+    cpus = float(granted.get("CPU", 1))
+    torch.set_num_threads(max(1, int(cpus)))
     if not (ray.get_gpu_ids() and torch.cuda.is_available()):
-        return torch.device("cpu"), 0  # on a CPU the patches stay in the object store
-    return claim_gpu(min(1.0, float(granted.get("GPU", 1.0))))
+        return torch.device("cpu"), 0, cpus  # on a CPU the patches stay in the object store
+    return (*claim_gpu(min(1.0, float(granted.get("GPU", 1.0)))), cpus)
 
 
 def claim_gpu(share: float) -> tuple[torch.device, int]:
@@ -226,7 +228,8 @@ def _same_trial(saved: VAEConfig, config: VAEConfig) -> bool:
 def train_vae(config: dict[str, Any], data: TrialData) -> None:
     """One trial: ``config`` holds dotted config keys (Ray's ``param_space`` + the searcher's)."""
     vae_config = VAEConfig().with_overrides(config)
-    device, budget = claim_resources()
+    device, budget, cpus = claim_resources()
+    meter = ResourceMeter(device, cpus)
     train_images, val_images, real = data.tensors(device, budget)
     checkpoint = tune.get_checkpoint()
     restored = None
@@ -242,32 +245,38 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
         optimizer, start = make_optimizer(model, vae_config.train), 0
     window = OptimizerStateWindow(data.resume_window)
     window.persisted(checkpoint if restored is not None else None)  # resumed: the first
-    for epoch in range(start, vae_config.train.num_epochs):
-        done = epoch + 1  # epochs completed after this one; what `epoch` reports
-        try:
-            train_metrics = train_epoch(model, optimizer, train_images, vae_config, device,
-                                        epoch=epoch)
-        except NonFiniteLossError as error:
-            return _report_nonfinite(done, start, str(error))
-        val_metrics, scores, real_scores, scorer = validate(
-            model, val_images, data.val_labels, vae_config, real, data.objective)
-        model.config = replace(vae_config, score=scorer)  # the checkpoint scores as reported
-        # One scorer's undefined AUROC is that scorer's problem (pick_best skips it), not the
-        # trial's, and so is a figure the objective does not use: only the objective's figures
-        # and the losses decide a non-finite stop.
-        unused = {keys.VAL_AUROC, keys.VAL_REAL_AUROC} - set(figures(data.objective))
-        bad = sorted(k for k, v in {**train_metrics, **val_metrics}.items()
-                     if not math.isfinite(v) and not k.startswith(BY_SCORER) and k not in unused)
-        if bad:
-            return _report_nonfinite(done, start, f"non-finite {bad}")
-        # Key order matters: Ray's trial table shows the first few reported metrics.
-        metrics = {keys.EPOCH: done, keys.VAL_OBJECTIVE: val_metrics.pop(keys.VAL_OBJECTIVE),
-                   keys.VAL_AUROC: val_metrics.pop(keys.VAL_AUROC),
-                   keys.VAL_MSE: val_metrics.pop(keys.VAL_MSE),
-                   keys.TRAIN_LOSS: train_metrics.pop(keys.TRAIN_LOSS),
-                   **val_metrics, **train_metrics, NONFINITE: 0, RESUMED_FROM: start}
-        with tempfile.TemporaryDirectory(prefix="aitexvae-ckpt-") as directory:
-            trial_checkpoint.write(directory, model, optimizer, done, metrics, scores,
-                                   real_scores)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-        window.persisted(tune.get_checkpoint())  # the one just persisted to the storage path
+    try:
+        for epoch in range(start, vae_config.train.num_epochs):
+            done = epoch + 1  # epochs completed after this one; what `epoch` reports
+            meter.start()
+            try:
+                train_metrics = train_epoch(model, optimizer, train_images, vae_config, device,
+                                            epoch=epoch)
+            except NonFiniteLossError as error:
+                return _report_nonfinite(done, start, str(error))
+            val_metrics, scores, real_scores, scorer = validate(
+                model, val_images, data.val_labels, vae_config, real, data.objective)
+            model.config = replace(vae_config, score=scorer)  # the checkpoint scores as reported
+            # One scorer's undefined AUROC is that scorer's problem (pick_best skips it), not
+            # the trial's, and so is a figure the objective does not use: only the objective's
+            # figures and the losses decide a non-finite stop.
+            unused = {keys.VAL_AUROC, keys.VAL_REAL_AUROC} - set(figures(data.objective))
+            bad = sorted(k for k, v in {**train_metrics, **val_metrics}.items()
+                         if not math.isfinite(v) and not k.startswith(BY_SCORER)
+                         and k not in unused)
+            if bad:
+                return _report_nonfinite(done, start, f"non-finite {bad}")
+            # Key order matters: Ray's trial table shows the first few reported metrics.
+            metrics = {keys.EPOCH: done, keys.VAL_OBJECTIVE: val_metrics.pop(keys.VAL_OBJECTIVE),
+                       keys.VAL_AUROC: val_metrics.pop(keys.VAL_AUROC),
+                       keys.VAL_MSE: val_metrics.pop(keys.VAL_MSE),
+                       keys.TRAIN_LOSS: train_metrics.pop(keys.TRAIN_LOSS),
+                       **val_metrics, **train_metrics, **meter.read(), NONFINITE: 0,
+                       RESUMED_FROM: start}
+            with tempfile.TemporaryDirectory(prefix="aitexvae-ckpt-") as directory:
+                trial_checkpoint.write(directory, model, optimizer, done, metrics, scores,
+                                       real_scores)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            window.persisted(tune.get_checkpoint())  # the one just persisted to the storage path
+    finally:
+        meter.close()  # a GPU sampler must not outlive its trial in a reused actor

@@ -128,9 +128,17 @@ def test_one_parent_one_child_per_trial_with_params_and_one_value_per_epoch(trac
         assert [m.step for m in history] == [int(r[keys.EPOCH]) for r in rows]
         for metric, row in zip(history, rows, strict=True):
             assert metric.value == pytest.approx(row[keys.VAL_AUROC], nan_ok=True)
-        for key in (keys.TRAIN_LOSS, keys.VAL_MSE, keys.TRAIN_IMAGES_PER_S):
+        for key in (keys.TRAIN_LOSS, keys.VAL_MSE, keys.TRAIN_IMAGES_PER_S,
+                    keys.SYSTEM_CPU_CORES, keys.SYSTEM_CPU_PERCENT, keys.SYSTEM_MEMORY_PEAK_MB):
             if not row.get("nonfinite"):
                 assert len(client.get_metric_history(run.info.run_id, key)) == len(rows)
+        if not row.get("nonfinite"):  # what the trial's process used, as it reported it
+            logged = run.data.metrics
+            assert 0 < logged[keys.SYSTEM_CPU_CORES] <= os.cpu_count()
+            assert logged[keys.SYSTEM_CPU_PERCENT] == pytest.approx(
+                100 * logged[keys.SYSTEM_CPU_CORES] / 1)  # one CPU granted per trial here
+            assert logged[keys.SYSTEM_MEMORY_PEAK_MB] > 100  # torch alone is more
+            assert keys.SYSTEM_GPU_PERCENT not in logged  # no GPU, no GPU figures
 
 
 def test_statuses_finished_also_when_stopped_by_asha_and_failed_for_nan(tracked):

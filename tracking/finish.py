@@ -124,7 +124,8 @@ def _register_best(tracker: Search, candidates: list[dict[str, object]],
                            row["trial_id"])
             continue
         settings, run_id = tracker.settings, str(row["run_id"])
-        metrics = _best_epoch_metrics(tracker, run_id, int(row["best_epoch"]))  # type: ignore[arg-type]
+        best_epoch = int(row["best_epoch"])  # type: ignore[arg-type]
+        metrics = _best_epoch_metrics(tracker, run_id, best_epoch)
         outcome.champion = register_champion(
             tracker.client, settings.tracking_uri, run_id, weights,
             settings.model_name, settings.alias, _description(tracker, row, weights, metrics),

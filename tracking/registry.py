@@ -5,8 +5,9 @@ The model is logged into the winning trial's own run, with MLflow's "models from
 code, and the trial's best checkpoint (safetensors + config JSON + calibration) as its only
 artifact. Its signature says what the pyfunc takes and gives: uint8 patches ``(N, C, P, P)``
 (any one image size when the model resizes its input) in, float32 scores ``(N,)`` out, and an
-input example (a normal and a defective validation patch) shows it. MLflow's model logging resolves the experiment from the active run and the store
-from the global tracking URI, so both are set for the duration of the call and put back;
+input example (a normal and a defective validation patch) shows it. MLflow's model logging
+resolves the experiment from the active run and the store from the global tracking URI, so
+both are set for the duration of the call and put back;
 the registry calls go through an explicit client (no global registry URI is left behind).
 """
 

@@ -27,5 +27,13 @@ VAL_SCORER_INDEX = "val/scorer_index"
 VAL_AUROC_BY_SCORER = "val/auroc_by_scorer"
 VAL_REAL_AUROC_BY_SCORER = "val/real_auroc_by_scorer"
 
+# What the trial's process used over the epoch (vae.resources); "system/" is the prefix MLflow's
+# UI shows as system metrics. CPU: cores kept busy, and as a share of the cores Ray granted.
+SYSTEM_CPU_CORES = "system/cpu_cores_used"
+SYSTEM_CPU_PERCENT = "system/cpu_utilization_percentage"
+SYSTEM_MEMORY_PEAK_MB = "system/memory_peak_megabytes"
+SYSTEM_GPU_MEMORY_PEAK_MB = "system/gpu_memory_peak_megabytes"  # this trial's tensors (torch)
+SYSTEM_GPU_PERCENT = "system/gpu_utilization_percentage"  # the whole device (NVML), averaged
+
 EPOCH = "epoch"
 OBJECTIVE, OBJECTIVE_MODE = VAL_OBJECTIVE, "max"
