@@ -279,7 +279,8 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
                 logger.warning("MLflow: proxy fidelity not logged: %s: %s",
                                type(error).__name__, error)
         lines = next_step_lines(settings.tracking_uri, settings.model_name, settings.alias,
-                                registered=champion is not None)
+                                registered=champion is not None,
+                                page=result.page if result is not None else "")
         if champion is not None:
             lines.insert(1, f"# champion: {champion.version_uri} (trial "
                             f"{result.champion_trial_id}) = {champion.alias_uri}")

@@ -20,7 +20,7 @@ from tracking.artifacts import stage_checkpoint
 from tracking.finish import eligible
 from tracking.params import flatten_params, metrics_from_result
 from tracking.probe import choose_probe, probe_rows, render_probe
-from tracking.settings import TrackingSettings, next_steps
+from tracking.settings import TrackingSettings, next_steps, trials_page
 from tracking.summary import plot_summary, searched_keys, write_table
 from tracking.writer import Writer
 from vae.score import Calibration, anomaly_maps, score_patches
@@ -126,6 +126,12 @@ def test_next_steps_and_settings_validation(tmp_path):
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db" in text
     assert "aitexvae pull --model-uri models:/fabric@best" in text
     assert "aitexvae pull" not in next_steps("http://10.0.0.1:5000", registered=False)
+    page = trials_page("7", "fabric-1", "val/objective", descending=False)
+    assert page == ("#/experiments/7/runs?searchFilter=tags.%60aitexvae.search%60%20%3D%20"
+                    "%27fabric-1%27%20and%20tags.%60aitexvae.role%60%20%3D%20%27trial%27"
+                    "&orderByKey=metrics.%60best%2Fval_objective%60&orderByAsc=true")
+    served = next_steps("http://10.0.0.1:5000/", page=page).splitlines()[1]
+    assert served.startswith(f"  open http://10.0.0.1:5000/{page}   # ")
     assert TrackingSettings(tracking_uri="sqlite:///rel.db").resolved().tracking_uri \
         .startswith("sqlite:////")
     with pytest.raises(ValueError, match="probe_per_class"):

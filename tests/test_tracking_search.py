@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import urllib.parse
 from pathlib import Path
 
 import mlflow
@@ -196,6 +198,14 @@ def test_champion_is_the_winner_and_pull_rebuilds_its_checkpoint(tracked, tmp_pa
     assert logged.source_run_id == version.run_id
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [
         {"name": "aitex-vae", "version": version.version}]
+    # The logged model's page: the champion's description, and its best-epoch metrics on the
+    # data set the runs name as their input ("Datasets used").
+    assert logged.tags[names.TAG_NOTE] == version.description
+    (dataset,) = [d.dataset for d in client.get_run(version.run_id).inputs.dataset_inputs]
+    on_model = {m.key: m for m in logged.metrics}
+    assert on_model[keys.VAL_OBJECTIVE].value == pytest.approx(winner.best_objective)
+    assert {(m.step, m.dataset_name, m.dataset_digest) for m in on_model.values()} == {
+        (winner.best_epoch, dataset.name, dataset.digest)}
     parent = client.get_run(tracked["callback"].outcome.parent_run_id)  # descriptions in the UI
     note = parent.data.tags[names.TAG_NOTE]
     assert f"Champion: trial `{winner.trial_id}`" in note and "models:/aitex-vae/" in note
@@ -218,6 +228,20 @@ def test_next_steps_name_the_ui_and_the_pull_commands(tracked):
     text = "\n".join(tracked["lines"])
     db = Path(tracked["uri"].removeprefix("sqlite:///"))
     assert f"mlflow ui --backend-store-uri sqlite:///{db}" in text
+    # The page it names lists this search's trials best first: its filter and sort, applied to
+    # the store, give the search's ranking.
+    (address,) = re.findall(r"then open (http://127\.0\.0\.1:5000/\S+)", text)
+    fragment = urllib.parse.urlsplit(address).fragment
+    path, query = fragment.split("?")
+    client, parent = _client(tracked["uri"]), tracked["callback"].outcome.parent_run_id
+    assert path == f"/experiments/{client.get_run(parent).info.experiment_id}/runs"
+    query = dict(urllib.parse.parse_qsl(query))
+    assert query["orderByKey"] == "metrics.`best/val_objective`" and query["orderByAsc"] == "false"
+    runs = client.search_runs([client.get_run(parent).info.experiment_id], query["searchFilter"],
+                              order_by=[f"{query['orderByKey']} DESC"])
+    ranked = [t.trial_id for t in tracked["outcome"].summary.trials if t.ranked]
+    listed = [r.data.tags[names.TAG_TRIAL_ID] for r in runs]
+    assert listed[:len(ranked)] == ranked and sorted(listed) == sorted(_children(tracked))
     assert f"aitexvae pull --model-uri models:/aitex-vae@champion --tracking-uri sqlite:///{db}" \
         in text
     assert (db.parent / "mlartifacts").is_dir() and os.listdir(db.parent / "mlartifacts")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -37,11 +38,13 @@ class Search(Protocol):
     settings: TrackingSettings
     writer: Writer
     search_name: str
+    experiment_id: str | None
     parent_run_id: str | None
     objective: str
     sign: float  # +1 when the objective is maximised, -1 when minimised
     staging: Path  # this driver's scratch folder
     example_images: np.ndarray | None  # a few uint8 validation patches: the model's input example
+    dataset: Mapping[str, str] | None  # name, digest, source, profile: the runs' dataset input
 
     def children(self) -> list: ...
 
@@ -55,6 +58,7 @@ class SearchRecord:
     parent_run_id: str
     status: str
     trials: int
+    page: str = ""  # the MLflow UI fragment of its trials, best first (settings.trials_page)
     champion: RegisteredChampion | None = None
     champion_trial_id: str | None = None
     champion_objective: float | None = None
@@ -103,16 +107,22 @@ def _description(tracker: Search, row: dict[str, object], folder: Path,
     return "\n".join(lines)
 
 
-def _log_on_model(tracker: Search, run_id: str, model_id: str | None,
-                  metrics: list[Metric]) -> None:
-    """The champion's best-epoch metrics on its logged model (the model page's Metrics).
+def _log_on_model(tracker: Search, run_id: str, model_id: str | None, metrics: list[Metric],
+                  description: str) -> None:
+    """The champion's description and best-epoch metrics on its logged model (the model page's
+    Description, Metrics and "Datasets used").
 
-    Logged as the run's own points again, identical in key, value, step and timestamp: the
-    store keeps a run's identical points once, so the run's history gains no duplicate.
+    The metrics are the run's own points again, identical in key, value, step and timestamp:
+    the store keeps a run's identical points once, so the run's history gains no duplicate.
     """
-    if model_id and metrics:
-        tracker.client.log_batch(run_id, metrics=[
-            Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) for m in metrics])
+    if not model_id:
+        return
+    tracker.client.set_logged_model_tags(model_id, {names.TAG_NOTE: description})
+    dataset = tracker.dataset or {}
+    tracker.client.log_batch(run_id, metrics=[
+        Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id,
+               dataset_name=dataset.get("name"), dataset_digest=dataset.get("digest"))
+        for m in metrics])
 
 
 def _register_best(tracker: Search, candidates: list[dict[str, object]],
@@ -126,13 +136,14 @@ def _register_best(tracker: Search, candidates: list[dict[str, object]],
         settings, run_id = tracker.settings, str(row["run_id"])
         best_epoch = int(row["best_epoch"])  # type: ignore[arg-type]
         metrics = _best_epoch_metrics(tracker, run_id, best_epoch)
+        description = _description(tracker, row, weights, metrics)
         outcome.champion = register_champion(
             tracker.client, settings.tracking_uri, run_id, weights,
-            settings.model_name, settings.alias, _description(tracker, row, weights, metrics),
+            settings.model_name, settings.alias, description,
             tags={"search": tracker.search_name, "trial_id": str(row["trial_id"]),
                   tracker.objective: str(row["best_objective"])},
             input_example=tracker.example_images)
-        _log_on_model(tracker, run_id, outcome.champion.model_id, metrics)
+        _log_on_model(tracker, run_id, outcome.champion.model_id, metrics, description)
         outcome.champion_trial_id = str(row["trial_id"])
         outcome.champion_objective = float(row["best_objective"])  # type: ignore[arg-type]
         tracker.client.log_metric(tracker.parent_run_id, names.best_metric(tracker.objective),
@@ -157,7 +168,9 @@ def finish_search(tracker: Search, status: str, register: bool,
                   reason: str | None = None) -> SearchRecord:
     """Summarise, register the best eligible trial (``register``), close the parent."""
     rows = [_row(run) for run in tracker.children()]
-    outcome = SearchRecord(parent_run_id=tracker.parent_run_id, status=status, trials=len(rows))
+    outcome = SearchRecord(parent_run_id=tracker.parent_run_id, status=status, trials=len(rows),
+                           page=names.trials_page(tracker.experiment_id, tracker.search_name,
+                                                  tracker.objective, tracker.sign > 0))
     candidates = sorted((row for row in rows if eligible(row)),
                         key=lambda row: -tracker.sign * float(row["best_objective"]))
     # One failing step must not leave the parent RUNNING: each is attempted and reported.

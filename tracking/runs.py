@@ -59,8 +59,9 @@ class SearchTracker:
         self.settings = settings.resolved()
         self.search_name = search_name
         self.probe, self.validation_labels = probe, validation_labels
-        # ``name``, ``digest``, ``source`` and a JSON ``profile``: logged as the runs' dataset input
-        self.dataset = dict(dataset) if dataset else None
+        # ``name``, ``digest``, ``source`` and a JSON ``profile``: logged as the runs' dataset
+        # input (and named by the champion's model metrics); MLflow keeps 36 digest characters.
+        self.dataset = {**dataset, "digest": dataset["digest"][:36]} if dataset else None
         self.objective = objective
         self.sign = 1.0 if mode == "max" else -1.0  # best = the largest sign * value
         uri = self.settings.tracking_uri
@@ -195,7 +196,7 @@ class SearchTracker:
         """The data as MLflow's dataset input: the runs table's Dataset column and its profile."""
         if self.dataset is None:
             return
-        dataset = Dataset(name=self.dataset["name"], digest=self.dataset["digest"][:36],
+        dataset = Dataset(name=self.dataset["name"], digest=self.dataset["digest"],
                           source_type="local", source=self.dataset["source"],
                           profile=self.dataset.get("profile"))
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import shlex
 import subprocess
+import urllib.parse
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -132,17 +133,30 @@ def code_version() -> str:
             return "unknown"
 
 
+def trials_page(experiment_id: str, search_name: str, objective: str,
+                descending: bool = True) -> str:
+    """The MLflow UI address (a fragment, after the UI's base URL) of one search's trials,
+    best first: its children filtered by tag and sorted by their ``best/…`` metric."""
+    query = urllib.parse.urlencode(
+        {"searchFilter": f"tags.`{TAG_SEARCH}` = '{search_name}' and tags.`{TAG_ROLE}` = 'trial'",
+         "orderByKey": f"metrics.`{best_metric(objective)}`",
+         "orderByAsc": "false" if descending else "true"}, quote_via=urllib.parse.quote)
+    return f"#/experiments/{experiment_id}/runs?{query}"
+
+
 def next_step_lines(tracking_uri: str = DEFAULT_TRACKING_URI,
                     model_name: str = DEFAULT_MODEL_NAME, alias: str = CHAMPION_ALIAS,
-                    registered: bool = True) -> list[str]:
-    """The commands to browse the search in the MLflow UI and to pull and use the champion."""
+                    registered: bool = True, page: str = "") -> list[str]:
+    """The commands to browse the search in the MLflow UI and to pull and use the champion;
+    ``page``: the UI fragment to open (``trials_page``), else the UI's home."""
     uri = absolute_uri(tracking_uri)
+    what = " (this search's trials, best first)" if page else ""
     if uri.startswith(("http://", "https://")):
-        lines = [f"open {uri} in a browser   # the MLflow UI (through an SSH tunnel for a "
-                 "remote head node)"]
+        lines = [f"open {uri.rstrip('/')}/{page}   # the MLflow UI{what}, through an SSH tunnel "
+                 "for a remote head node"]
     else:
         lines = [f"mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000   # then open "
-                 "http://127.0.0.1:5000"]
+                 f"http://127.0.0.1:5000/{page}{what}"]
     if registered:
         model_uri = f"models:/{model_name}@{alias}"
         folder = f"./{model_name}"
@@ -154,7 +168,7 @@ def next_step_lines(tracking_uri: str = DEFAULT_TRACKING_URI,
 
 
 def next_steps(tracking_uri: str = DEFAULT_TRACKING_URI, model_name: str = DEFAULT_MODEL_NAME,
-               alias: str = CHAMPION_ALIAS, registered: bool = True) -> str:
+               alias: str = CHAMPION_ALIAS, registered: bool = True, page: str = "") -> str:
     """``next_step_lines`` as a block to print at the end of ``aitexvae tune``."""
-    lines = next_step_lines(tracking_uri, model_name, alias, registered)
+    lines = next_step_lines(tracking_uri, model_name, alias, registered, page)
     return "\n".join(["Next steps:", *(f"  {line}" for line in lines)])
