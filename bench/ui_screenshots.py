@@ -5,7 +5,8 @@
 Starts ``mlflow ui`` on the store (on 127.0.0.1, a free port; an ``http(s)://`` URI is used as
 it is), finds the latest search's parent run, its champion child and the registered champion,
 and saves full-window PNGs with headless Chromium (Debian's ``chromium`` package, or
-``$CHROMIUM``) of: the experiment's runs table, the parent run, the champion's run, its logged
+``$CHROMIUM``) of: the search's trials in the runs table, best first (the address ``aitexvae
+tune`` prints), the parent run, the champion's run, its logged
 model and the registered model version. The UI is a single-page app: Chromium is given a
 virtual-time budget to finish rendering before each shot. Ends with one line
 ``ratio screenshots-taken: N/5``.
@@ -28,6 +29,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from tracking import settings as names
+from vae import keys
 
 WINDOW = "1600,1100"
 
@@ -99,7 +101,8 @@ def pages(client: MlflowClient, base: str) -> dict[str, str]:
                                    order_by=["attributes.start_time DESC"], max_results=1) or [None]
     if parent is None:
         raise SystemExit("no search parent run in the store: run `aitexvae tune` first")
-    shots = {"1-runs-table.png": f"{base}/#/experiments/{eid}/runs",
+    page = names.trials_page(eid, parent.data.tags[names.TAG_SEARCH], keys.OBJECTIVE)
+    shots = {"1-runs-table.png": f"{base}/{page}",  # what `aitexvae tune` prints
              "2-parent-run.png": f"{base}/#/experiments/{eid}/runs/{parent.info.run_id}"}
     try:
         version = client.get_model_version_by_alias(names.DEFAULT_MODEL_NAME,
