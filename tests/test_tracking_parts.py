@@ -19,11 +19,11 @@ from tests.support.checkpoints import make_model, tiny_config, validation_set, w
 from tracking.artifacts import stage_checkpoint
 from tracking.finish import eligible
 from tracking.params import flatten_params, metrics_from_result
-from tracking.probe import choose_probe, probe_rows, render_probe
+from tracking.probe import ACCEPT, REJECT, WRONG, captions, choose_probe, probe_rows, render_probe
 from tracking.settings import TrackingSettings, next_steps, trials_page
 from tracking.summary import plot_summary, searched_keys, write_table
 from tracking.writer import Writer
-from vae.score import Calibration, anomaly_maps, score_patches
+from vae.score import Calibration, anomaly_maps, patch_scores, score_patches
 
 
 def test_probe_set_is_balanced_fixed_by_seed_and_changes_with_it():
@@ -48,7 +48,45 @@ def test_probe_rows_use_the_projects_anomaly_maps_and_the_picture_has_one_tile_e
     assert rows["input"].shape == rows["reconstruction"].shape == (4, 1, 32, 32)
     assert rows["spectrum gap"].shape == (4, 32, 32) and (rows["spectrum gap"] >= 0).all()
     picture = render_probe(model, probe, title="t")
-    assert isinstance(picture, Image.Image) and picture.size == (110 + 4 * 98, 36 + 4 * 98)
+    # 32 px patches enlarged to 160 px tiles (+4 px gaps), a label column and colour bars
+    assert isinstance(picture, Image.Image) and picture.size == (150 + 4 * 164 + 70,
+                                                                 26 + 64 + 4 * 164)
+    # The captions' scores are the ones `aitexvae score` computes for these patches.
+    np.testing.assert_allclose(patch_scores(rows["residual"], model.config.score),
+                               score_patches(model, probe.images, keep_maps=False)[0],
+                               rtol=1e-6)
+
+
+def _probe_calibration(threshold: float) -> Calibration:
+    return Calibration(n=10, mean=0.0, std=1.0, quantile=0.99, threshold=threshold)
+
+
+def test_probe_captions_give_each_score_and_its_decision_against_the_threshold():
+    scores, labels = np.array([0.1, 0.5, 0.2, 0.9]), np.array([0, 0, 1, 1])
+    decided = captions(scores, labels, _probe_calibration(0.3))
+    assert [(score, decision) for score, decision, _ in decided] == [
+        ("score 0.1", "accept"), ("score 0.5", "reject (false alarm)"),
+        ("score 0.2", "accept (missed)"), ("score 0.9", "reject")]
+    assert decided[0][2] == ACCEPT and decided[3][2] == REJECT
+    assert decided[1][2] == decided[2][2] == WRONG
+    assert [d[1] for d in captions(scores, labels, None)] == ["no threshold"] * 4
+
+
+def test_the_probe_picture_prints_decisions_in_their_colours():
+    images, labels = validation_set(normal=3, defect=3)
+    probe = choose_probe(images, labels, per_class=2)
+    model = make_model(tiny_config(), seed=1)
+    scores, _ = score_patches(model, probe.images, keep_maps=False)
+
+    def pixels_of(colour, calibration) -> int:
+        picture = np.asarray(render_probe(model, probe, calibration=calibration))
+        return int((picture == np.array(colour, np.uint8)).all(axis=-1).sum())
+
+    everything_rejected = _probe_calibration(float(scores.min()) / 2)  # normals: false alarms
+    assert pixels_of(WRONG, everything_rejected) > 0 and pixels_of(ACCEPT, everything_rejected) == 0
+    nothing_rejected = _probe_calibration(float(scores.max()) * 2)  # defects: missed
+    assert pixels_of(WRONG, nothing_rejected) > 0 and pixels_of(REJECT, nothing_rejected) == 0
+    assert pixels_of(WRONG, None) == 0  # no threshold, no verdict
 
 
 def test_params_flatten_nested_and_dotted_configs_alike():

@@ -39,7 +39,7 @@ from tests.support.mlflow_server import free_port, migrated_sqlite, mlflow_serve
 from tracking import settings as names
 from tracking.artifacts import find_pickles
 from tracking.preflight import check_tracking_uri
-from tracking.probe import choose_probe
+from tracking.probe import ACCEPT, REJECT, WRONG, choose_probe
 from tracking.pull import pull
 from tracking.registry import global_tracking_uri
 from tracking.runs import SearchTracker
@@ -195,8 +195,13 @@ def test_probe_picture_on_every_trial_with_a_checkpoint(scripted, tmp_path):
     run = children_by_trial(client, scripted["parent"])["good"]
     with Image.open(client.download_artifacts(run.info.run_id, "probe/probe.png",
                                               str(tmp_path))) as picture:
-        # 4 probe columns (2 normal + 2 defect) of 96 px tiles + gaps, 4 rows.
-        assert picture.size == (110 + 4 * 98, 36 + 4 * 98)
+        # 4 probe columns (2 normal + 2 defect) of 160 px tiles + gaps, 4 rows, colour bars.
+        assert picture.size == (150 + 4 * 164 + 70, 26 + 64 + 4 * 164)
+        pixels = np.asarray(picture.convert("RGB")).reshape(-1, 3)
+    # Decided against the checkpoint's calibrated threshold: some verdict is printed.
+    verdicts = [colour for colour in (ACCEPT, REJECT, WRONG)
+                if (pixels == np.array(colour, np.uint8)).all(axis=1).any()]
+    assert verdicts, "no accept/reject caption: the probe was drawn without the calibration"
 
 
 def test_parent_summary_table_and_plot(scripted, tmp_path):

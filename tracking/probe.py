@@ -4,8 +4,11 @@ Rows: input / reconstruction / residual map / spectrum gap; columns: the same no
 synthetic-defect patches for every trial (chosen once per search by seed), so MLflow's compare
 view shows like with like. The residual row is ``vae.score``'s anomaly map (the one the trial
 was ranked by), on one colour scale for all columns so a normal patch looks calm next to a
-defect. The spectrum row is |log(1+|F x|) - log(1+|F x̂|)|, centred: the spatial frequencies
-(weave periodicities) the reconstruction misses — what the FFT loss term targets.
+defect; a colour bar beside it gives the scale. The spectrum row is |log(1+|F x|) - log(1+|F x̂|)|,
+centred: the spatial frequencies (weave periodicities) the reconstruction misses — what the FFT
+loss term targets. Above each column: the patch's anomaly score (``vae.score``, as ``aitexvae
+score`` computes it) and, when the checkpoint is calibrated, accept or reject against the
+threshold, marked right or wrong against the patch's label.
 Drawn with Pillow: no matplotlib state, safe in the tracker's writer thread.
 """
 
@@ -15,16 +18,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from vae.pixels import to_model_input, to_unit
-from vae.score import anomaly_maps
+from vae.score import Calibration, anomaly_maps, patch_scores
 
 ROWS = ("input", "reconstruction", "residual", "spectrum gap")
-MIN_CELL = 96  # pixels; small patches are enlarged (nearest) so the picture stays readable
-GAP = 2  # white pixels between tiles
-LABEL_WIDTH = 110
-HEADER_HEIGHT = 18
+MIN_CELL = 160  # pixels; small patches are enlarged (nearest) so the picture stays readable
+MAX_CELL = 256  # and large ones shrunk, so 8 columns stay on one screen
+GAP = 4  # white pixels between tiles
+LABEL_WIDTH = 150
+TITLE_HEIGHT = 26
+HEADER_HEIGHT = 64  # three caption lines per column: the patch, its score, the decision
+BAR_WIDTH = 70  # the colour bars right of the heat-map rows
+FONT_SIZE = 15
+# Caption colours outside the heat-map ramp (r >= g >= b; g = 0 until r = 255): findable.
+ACCEPT, REJECT, WRONG = (0, 110, 0), (190, 0, 40), (230, 120, 0)
 
 
 @dataclass(frozen=True)
@@ -92,35 +101,75 @@ def probe_rows(model: torch.nn.Module, probe: ProbeSet) -> dict[str, np.ndarray]
     return {"input": x_unit, "reconstruction": recon, "residual": maps, "spectrum gap": spectrum}
 
 
-def render_probe(model: torch.nn.Module, probe: ProbeSet, title: str = "") -> Image.Image:
+def captions(scores: np.ndarray, labels: np.ndarray, calibration: Calibration | None
+             ) -> list[tuple[str, str, tuple[int, int, int]]]:
+    """Per patch: ``("score 0.0123", "reject", colour)``: green accept, red reject, orange with
+    what went wrong (``"accept (missed)"``, ``"reject (false alarm)"``) when the decision
+    contradicts the label; "no threshold" without a calibration. (Plain words: Pillow's
+    built-in font has no check-mark glyphs.)"""
+    if calibration is None:
+        return [(f"score {score:.4g}", "no threshold", (60, 60, 60)) for score in scores]
+    rejected = calibration.decide(scores)
+    out = []
+    for score, reject, label in zip(scores, rejected, labels, strict=True):
+        right = bool(reject) == bool(label)
+        colour = (REJECT if reject else ACCEPT) if right else WRONG
+        wrong = "" if right else (" (false alarm)" if reject else " (missed)")
+        out.append((f"score {score:.4g}", f"{'reject' if reject else 'accept'}{wrong}", colour))
+    return out
+
+
+def _colour_bar(height: int, scale: float, font: ImageFont.ImageFont) -> Image.Image:
+    """A vertical ramp (top = ``scale``, bottom = 0) with its end values written beside it."""
+    ramp = _hot(np.linspace(1.0, 0.0, height)[:, None].repeat(14, axis=1))
+    bar = Image.new("RGB", (BAR_WIDTH, height), "white")
+    bar.paste(Image.fromarray(ramp), (4, 0))
+    draw = ImageDraw.Draw(bar)
+    draw.text((22, 0), f"{scale:.3g}", fill="black", font=font)
+    draw.text((22, height - FONT_SIZE - 2), "0", fill="black", font=font)
+    return bar
+
+
+def render_probe(model: torch.nn.Module, probe: ProbeSet, title: str = "",
+                 calibration: Calibration | None = None) -> Image.Image:
     """The probe picture as an RGB image (see module docstring for its layout)."""
     rows = probe_rows(model, probe)
+    scores = patch_scores(rows["residual"], model.config.score)
     k, size = probe.images.shape[0], probe.images.shape[-1]
-    tile_size = max(size, MIN_CELL)
+    tile_size = min(max(size, MIN_CELL), MAX_CELL)
     cell = tile_size + GAP
-    residual_scale = max(float(rows["residual"].max()), 1e-12)
-    spectrum_scale = max(float(rows["spectrum gap"].max()), 1e-12)
-    canvas = Image.new("RGB", (LABEL_WIDTH + k * cell, 2 * HEADER_HEIGHT + len(ROWS) * cell),
-                       "white")
+    font = ImageFont.load_default(size=FONT_SIZE)
+    scales = {"residual": max(float(rows["residual"].max()), 1e-12),
+              "spectrum gap": max(float(rows["spectrum gap"].max()), 1e-12)}
+    top_of_rows = TITLE_HEIGHT + HEADER_HEIGHT
+    canvas = Image.new("RGB", (LABEL_WIDTH + k * cell + BAR_WIDTH,
+                               top_of_rows + len(ROWS) * cell), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 2), title, fill="black")
-    for column in range(k):
+    draw.text((6, 4), title, fill="black", font=font)
+    line = FONT_SIZE + 4
+    for column, texts in enumerate(captions(scores, probe.labels, calibration)):
         kind = "defect" if probe.labels[column] else "normal"
-        draw.text((LABEL_WIDTH + column * cell + 4, HEADER_HEIGHT + 2),
-                  f"{kind} #{probe.indices[column]}", fill="black")
+        left = LABEL_WIDTH + column * cell + 4
+        draw.text((left, TITLE_HEIGHT), f"{kind} #{probe.indices[column]}", fill="black",
+                  font=font)
+        draw.text((left, TITLE_HEIGHT + line), texts[0], fill="black", font=font)
+        draw.text((left, TITLE_HEIGHT + 2 * line), texts[1], fill=texts[2], font=font)
+    if calibration is not None:
+        draw.text((6, TITLE_HEIGHT + line), f"threshold {calibration.threshold:.4g}",
+                  fill="black", font=font)
     for row, name in enumerate(ROWS):
-        top = 2 * HEADER_HEIGHT + row * cell
-        note = {"residual": f"max {residual_scale:.3g}", "spectrum gap": "log |F| diff"}.get(name)
-        draw.text((4, top + cell // 2 - 8), name, fill="black")
-        if note:
-            draw.text((4, top + cell // 2 + 6), note, fill="gray")
+        top = top_of_rows + row * cell
+        draw.text((6, top + cell // 2 - FONT_SIZE), name, fill="black", font=font)
+        if name == "spectrum gap":
+            draw.text((6, top + cell // 2 + 4), "log |F| diff", fill="gray", font=font)
         for column in range(k):
             if name in ("input", "reconstruction"):
                 tile = _gray(rows[name][column])
-            elif name == "residual":
-                tile = _hot(rows[name][column] / residual_scale)
             else:
-                tile = _hot(rows[name][column] / spectrum_scale)
-            picture = Image.fromarray(tile).resize((tile_size, tile_size), Image.NEAREST)
+                tile = _hot(rows[name][column] / scales[name])
+            resample = Image.NEAREST if tile_size >= size else Image.BILINEAR
+            picture = Image.fromarray(tile).resize((tile_size, tile_size), resample)
             canvas.paste(picture, (LABEL_WIDTH + column * cell, top))
+        if name in scales:
+            canvas.paste(_colour_bar(tile_size, scales[name], font), (LABEL_WIDTH + k * cell, top))
     return canvas

@@ -37,6 +37,7 @@ from tracking.settings import TrackingSettings, check_search_name
 from tracking.writer import Writer
 from vae import keys
 from vae.checkpoint import SCORES_FILE, copy_for_pull
+from vae.score import CALIBRATION_FILE, Calibration
 
 logger = logging.getLogger(__name__)
 # Copies a checkpoint's PULL_FILES into the folder it is given (see log_checkpoint).
@@ -348,7 +349,10 @@ class SearchTracker:
                  f"{self.sign * state.best:.4f}")
         path = self.staging / state.trial_id / "probe.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        render_probe(vae.load(folder), self.probe, title=title).save(path)
+        calibration = folder / CALIBRATION_FILE  # accept/reject as the pulled model decides
+        render_probe(vae.load(folder), self.probe, title=title,
+                     calibration=Calibration.from_json(calibration)
+                     if calibration.is_file() else None).save(path)
         self.client.log_artifact(state.run_id, str(path), names.PROBE_PATH)
 
     def best_checkpoint(self, trial_id: str, run_id: str) -> Path | None:
