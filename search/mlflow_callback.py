@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ class MlflowTrackingCallback(tune.Callback):
                  tags: Mapping[str, str] | None = None, resume: bool = False,
                  asynchronous: bool = True, experiment_path: str | None = None,
                  num_samples: int | None = None, dataset: Mapping[str, str] | None = None,
-                 documents: Mapping[str, str] | None = None) -> None:
+                 documents: Mapping[str, str] | None = None,
+                 log_scale_keys: Collection[str] | None = None) -> None:
         from tracking.probe import choose_probe
 
         self.settings = settings.resolved()
@@ -54,6 +55,7 @@ class MlflowTrackingCallback(tune.Callback):
         self.search_params = dict(search_params or {})
         self.tags = dict(tags or {})
         self.documents = dict(documents or {})  # parent artifacts: file name -> text
+        self.log_scale_keys = None if log_scale_keys is None else sorted(log_scale_keys)
         self.resume = resume
         self.asynchronous = asynchronous
         # Where Tune saves the experiment state and how many trials make the search complete:
@@ -89,7 +91,9 @@ class MlflowTrackingCallback(tune.Callback):
         check_tracking_uri(self.settings.tracking_uri)
         self._tracker = SearchTracker(self.settings, self.search_name, probe=self.probe,
                                       validation_labels=self.val_labels,
-                                      asynchronous=self.asynchronous, dataset=self.dataset)
+                                      asynchronous=self.asynchronous, dataset=self.dataset,
+                                      # (a callback pickled by an older version has none)
+                                      log_scale_keys=getattr(self, "log_scale_keys", None))
         tags = {**self.tags, TAG_RAY_ADDRESS: self.tags.get(TAG_RAY_ADDRESS) or _ray_address()}
         self._tracker.start_search(self.search_params, tags, resume=self.resume,
                                    search_id=self.search_id, documents=self.documents)
@@ -167,6 +171,14 @@ class MlflowTrackingCallback(tune.Callback):
         if failures:
             logger.warning("MLflow: %d tracking step(s) failed during the search; first: %s",
                            len(failures), failures[0])
+
+
+def _log_scale_params(prepared: Any) -> list[str] | None:
+    """The params (``train/learning_rate``) the space draws log-uniformly; None without it."""
+    if prepared.space is None:
+        return None
+    return sorted(key.replace(".", "/") for key, dist in prepared.space.params.items()
+                  if getattr(dist, "log", False))
 
 
 def _space_document(prepared: Any) -> dict[str, str]:
@@ -247,7 +259,8 @@ def tracking_hooks(prepared: Any) -> tuple[list[tune.Callback], Callable[[Any], 
                                       experiment_path=prepared.experiment_path,
                                       num_samples=search.num_samples,
                                       dataset=dataset_input(prepared.splits, search),
-                                      documents=_space_document(prepared))
+                                      documents=_space_document(prepared),
+                                      log_scale_keys=_log_scale_params(prepared))
 
     def on_search_end(outcome: Any) -> list[str]:
         result = callback.outcome  # None when the end of the search could not be tracked

@@ -21,7 +21,7 @@ from tracking.finish import eligible
 from tracking.params import flatten_params, metrics_from_result
 from tracking.probe import ACCEPT, REJECT, WRONG, captions, choose_probe, probe_rows, render_probe
 from tracking.settings import TrackingSettings, next_steps, trials_page
-from tracking.summary import plot_summary, searched_keys, write_table
+from tracking.summary import KINDS, plot_summary, searched_keys, summary_figure, write_table
 from tracking.writer import Writer
 from vae.score import Calibration, anomaly_maps, patch_scores, score_patches
 
@@ -153,10 +153,63 @@ def test_summary_table_is_best_first_and_the_plot_needs_a_searched_dimension(tmp
     csv_path, html_path = write_table(rows, ["model/latent_dim", "x/y"], tmp_path)
     lines = csv_path.read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["c", "a", "b"]
-    assert "<td>c</td>" in html_path.read_text()
+    assert "<td class='id'>c</td>" in html_path.read_text()
     picture = plot_summary(rows, ["model/latent_dim"], "val/auroc", tmp_path / "s.png")
     assert Image.open(picture).size[0] > 100
     assert plot_summary(rows, [], "val/auroc", tmp_path / "none.png") is None
+
+
+def test_the_trials_page_rounds_numbers_links_runs_and_shows_the_searched_params(tmp_path):
+    rows = [{"trial_id": "a", "run_id": "0123456789abcdef", "best_objective": "0.954729046737",
+             "best_epoch": "12", "model/dropout": "0.0319776330", "x/y": "1"},
+            {"trial_id": "b", "run_id": "fedcba9876543210", "best_objective": "0.5",
+             "best_epoch": "3", "model/dropout": "0.4", "x/y": "1",
+             "stop_reason": "stopped early by the scheduler after epoch 3 of 12"}]
+    base = "http://10.0.0.1:5000/#/experiments/3/runs/"
+    csv_path, html_path = write_table(rows, ["model/dropout", "x/y"], tmp_path, run_url=base)
+    page = html_path.read_text()
+    assert "<td class='num'>0.9548</td>" not in page and "<td class='num'>0.9547</td>" in page
+    assert "0.954729046737" not in page and "0.954729046737" in csv_path.read_text()  # CSV: all
+    assert "<td class='num'>0.03198</td>" in page and "<td class='num'>12</td>" in page
+    assert f"<a href='{base}0123456789abcdef' target='_blank'>0123456789ab</a>" in page
+    assert "model/<wbr>dropout" in page and "x/<wbr>y" not in page  # one value: not searched
+    assert "x/y" in csv_path.read_text().splitlines()[0]
+    assert "<style>" in page and "class=long" in page  # the reason gets room to wrap
+    _, plain = write_table(rows, ["model/dropout"], tmp_path / "file-store")
+    assert "<a href" not in plain.read_text()  # a file store has no UI address to link
+
+
+def test_the_summary_plot_marks_the_champion_and_early_stops_with_log_axes_where_searched():
+    rows = [{"trial_id": "a", "best_objective": "0.9", "status": "FINISHED", "stop_reason": "",
+             "train/learning_rate": "0.002", "model/latent_dim": "16", "model/act": "tanh"},
+            {"trial_id": "b", "best_objective": "0.7", "status": "FINISHED",
+             "stop_reason": "stopped early by the scheduler after epoch 1 of 4",
+             "train/learning_rate": "0.0002", "model/latent_dim": "8", "model/act": "relu"},
+            {"trial_id": "c", "best_objective": "0.8", "status": "FINISHED", "stop_reason": "",
+             "train/learning_rate": "0.001", "model/latent_dim": "32", "model/act": "none"}]
+    keys = ["model/act", "model/latent_dim", "train/learning_rate"]
+    figure = summary_figure(rows, keys, "val/objective", champion="a",
+                             log_keys={"train/learning_rate"})
+    assert len(figure.axes) == 3  # one panel per dimension, no empty one
+    scales = {axes.get_xlabel(): axes.get_xscale() for axes in figure.axes}
+    assert scales == {"model/act": "linear", "model/latent_dim": "linear",
+                      "train/learning_rate": "log"}  # a decade only: log because searched so
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "champion (trial a)", "ran every epoch", "stopped early by the scheduler"]  # no "x"
+    assert min(t.get_fontsize() for t in legend.get_texts()) >= 10
+    assert all(axes.xaxis.label.get_fontsize() >= 10 for axes in figure.axes)
+    champion_marks = [c for axes in figure.axes for c in axes.collections
+                      if c.get_sizes()[0] == KINDS["champion"][4]]
+    assert len(champion_marks) == 3 and all(len(c.get_offsets()) == 1 for c in champion_marks)
+    hollow = [c for c in figure.axes[0].collections if len(c.get_facecolors()) == 0
+              or c.get_facecolors()[0][3] == 0]
+    assert len(hollow) == 1 and len(hollow[0].get_offsets()) == 1  # trial b, stopped early
+    rows[2].update(best_objective="", status="FAILED")
+    legend = summary_figure(rows, keys, "val/objective", None, None).legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "ran every epoch", "stopped early by the scheduler",
+        "no finite value (drawn at the bottom)"]
 
 
 def test_next_steps_and_settings_validation(tmp_path):

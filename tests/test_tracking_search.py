@@ -280,3 +280,9 @@ def test_sorting_children_by_their_best_objective_metric_gives_the_searchs_ranki
         run = next(r for r in runs if r.data.tags[names.TAG_TRIAL_ID] == trial.trial_id)
         assert run.data.metrics[key] == pytest.approx(trial.best_objective)
     assert parent.data.metrics[key] == pytest.approx(ranked[0].best_objective)  # the champion
+
+
+def test_the_summary_plot_takes_its_log_axes_from_the_space(tracked):
+    # learning_rate is a choice in this space (no log axis), kl_weight stays the built-in
+    # log-uniform one, whatever values the trials happened to draw.
+    assert tracked["callback"].tracker.log_scale_keys == frozenset({"loss/kl_weight"})

@@ -45,6 +45,7 @@ class Search(Protocol):
     staging: Path  # this driver's scratch folder
     example_images: np.ndarray | None  # a few uint8 validation patches: the model's input example
     dataset: Mapping[str, str] | None  # name, digest, source, profile: the runs' dataset input
+    log_scale_keys: frozenset[str] | None  # params searched log-uniformly; None: not known
 
     def children(self) -> list: ...
 
@@ -155,18 +156,22 @@ def _register_best(tracker: Search, candidates: list[dict[str, object]],
                    "registered", tracker.search_name, tracker.objective)
 
 
-def _summarise(tracker: Search, rows: list[dict[str, object]]) -> None:
+def _summarise(tracker: Search, rows: list[dict[str, object]], outcome: SearchRecord) -> None:
     param_keys = sorted({key for row in rows for key in row} - set(FIXED_COLUMNS))
     folder = tracker.staging / "summary"
-    write_table(rows, param_keys, folder)
+    uri = tracker.settings.tracking_uri
+    run_url = (f"{uri.rstrip('/')}/#/experiments/{tracker.experiment_id}/runs/"
+               if uri.startswith(("http://", "https://")) else None)  # a file store has no UI
+    write_table(rows, param_keys, folder, run_url=run_url)
     plot_summary(rows, searched_keys(rows, param_keys), tracker.objective,
-                 folder / "search_summary.png")
+                 folder / "search_summary.png", champion=outcome.champion_trial_id,
+                 log_keys=tracker.log_scale_keys)
     tracker.client.log_artifacts(tracker.parent_run_id, str(folder), names.SUMMARY_PATH)
 
 
 def finish_search(tracker: Search, status: str, register: bool,
                   reason: str | None = None) -> SearchRecord:
-    """Summarise, register the best eligible trial (``register``), close the parent."""
+    """Register the best eligible trial (``register``), summarise, close the parent."""
     rows = [_row(run) for run in tracker.children()]
     outcome = SearchRecord(parent_run_id=tracker.parent_run_id, status=status, trials=len(rows),
                            page=names.trials_page(tracker.experiment_id, tracker.search_name,
@@ -174,10 +179,11 @@ def finish_search(tracker: Search, status: str, register: bool,
     candidates = sorted((row for row in rows if eligible(row)),
                         key=lambda row: -tracker.sign * float(row["best_objective"]))
     # One failing step must not leave the parent RUNNING: each is attempted and reported.
-    tracker.writer.attempt("summary of the search", _summarise, tracker, rows)
+    # The champion first, so that the summary can mark it.
     if register:
         tracker.writer.attempt("registration of the champion", _register_best, tracker,
                                candidates, outcome)
+    tracker.writer.attempt("summary of the search", _summarise, tracker, rows, outcome)
     parent = tracker.parent_run_id
     if status != "FINISHED":  # say why in the UI, and how to go on
         what = reason or ("interrupted before every trial finished" if status == "KILLED"

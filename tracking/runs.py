@@ -18,7 +18,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,8 @@ class SearchTracker:
     def __init__(self, settings: TrackingSettings, search_name: str, *,
                  probe: ProbeSet | None = None, validation_labels: np.ndarray | None = None,
                  objective: str = keys.OBJECTIVE, mode: str = keys.OBJECTIVE_MODE,
-                 asynchronous: bool = True, dataset: Mapping[str, str] | None = None) -> None:
+                 asynchronous: bool = True, dataset: Mapping[str, str] | None = None,
+                 log_scale_keys: Collection[str] | None = None) -> None:
         check_search_name(search_name)
         if mode not in ("max", "min"):
             raise ValueError(f"unknown mode {mode!r}; choose one of ['max', 'min']")
@@ -63,6 +64,9 @@ class SearchTracker:
         # ``name``, ``digest``, ``source`` and a JSON ``profile``: logged as the runs' dataset
         # input (and named by the champion's model metrics); MLflow keeps 36 digest characters.
         self.dataset = {**dataset, "digest": dataset["digest"][:36]} if dataset else None
+        # Param names ("train/learning_rate") the space draws log-uniformly: the summary plot's
+        # log axes. None when the space is not known (a resume that could not rebuild it).
+        self.log_scale_keys = None if log_scale_keys is None else frozenset(log_scale_keys)
         self.objective = objective
         self.sign = 1.0 if mode == "max" else -1.0  # best = the largest sign * value
         uri = self.settings.tracking_uri
