@@ -130,3 +130,22 @@ def test_scores_and_validation_agree_across_devices_and_training_precision():
         np.testing.assert_allclose(on_gpu[1][name], on_cpu[1][name], rtol=1e-4, atol=1e-6)
     for key, value in on_cpu[0].items():
         assert on_gpu[0][key] == pytest.approx(value, rel=1e-4), key
+
+
+def test_the_resource_meter_reads_this_trials_gpu_memory_and_the_devices_utilisation():
+    from vae import keys
+    from vae.resources import ResourceMeter
+
+    meter = ResourceMeter(CUDA, cpus_granted=1.0, interval_s=0.1)
+    meter.start()
+    block = torch.ones(64, 2**20, device=CUDA)  # 256 MiB of float32
+    end = torch.cuda.Event(enable_timing=False)
+    for _ in range(200):  # keep the device busy for a few sampling periods
+        block.mul_(1.0)
+    end.record()
+    end.synchronize()
+    reading = meter.read()
+    assert reading[keys.SYSTEM_GPU_MEMORY_PEAK_MB] >= 256
+    if keys.SYSTEM_GPU_PERCENT in reading:  # NVML readable (pynvml installed)
+        assert 0 <= reading[keys.SYSTEM_GPU_PERCENT] <= 100
+    assert not meter.close()
