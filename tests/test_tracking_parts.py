@@ -206,9 +206,10 @@ def test_the_summary_plot_marks_the_champion_and_early_stops_with_log_axes_where
               or c.get_facecolors()[0][3] == 0]
     assert len(hollow) == 1 and len(hollow[0].get_offsets()) == 1  # trial b, stopped early
     rows[2].update(best_objective="", status="FAILED")
+    rows[0].update(status="KILLED", stop_reason="the search was interrupted")  # not an early stop
     legend = summary_figure(rows, keys, "val/objective", None, None).legends[0]
     assert [t.get_text() for t in legend.get_texts()] == [
-        "ran every epoch", "stopped early by the scheduler",
+        "stopped early by the scheduler", "left unfinished (interrupted)",
         "no finite value (drawn at the bottom)"]
 
 

@@ -117,18 +117,22 @@ def _numeric(values: Sequence[str]) -> list[float] | None:
 KINDS = {"champion": ("champion", "*", "gold", "black", 220),
          "complete": ("ran every epoch", "o", "tab:blue", "tab:blue", 36),
          "early": ("stopped early by the scheduler", "o", "none", "tab:blue", 36),
+         "interrupted": ("left unfinished (interrupted)", "s", "none", "tab:gray", 36),
          "no value": ("no finite value (drawn at the bottom)", "x", "tab:red", "tab:red", 40)}
 PANEL_IN, MARGIN_TOP_IN, MARGIN_BOTTOM_IN = (4.4, 3.3), 0.9, 0.25
 DPI = 100
 
 
 def trial_kind(row: Mapping[str, object], champion: str | None) -> str:
-    """champion | complete | early (stopped by the scheduler) | no value (failed, non-finite)."""
+    """champion | complete | early (stopped by the scheduler) | interrupted (KILLED: the search
+    was) | no value (failed, non-finite)."""
     if _number(row.get("best_objective")) == -math.inf or row.get("nonfinite") \
             or row.get("status") == "FAILED":
         return "no value"
     if champion is not None and row.get("trial_id") == champion:
         return "champion"
+    if row.get("status") == "KILLED":
+        return "interrupted"
     return "early" if row.get("stop_reason") else "complete"
 
 
@@ -138,7 +142,7 @@ def plot_summary(rows: Sequence[Mapping[str, object]], keys: Sequence[str], obje
     """One scatter panel per searched dimension: ``objective`` (best epoch) against its value.
 
     The champion is a gold star; trials the scheduler stopped early are hollow, complete ones
-    filled; trials without a finite objective (non-finite, failed) are red crosses on the
+    filled, ones an interrupted search left unfinished grey squares; trials without a finite objective (non-finite, failed) are red crosses on the
     lower edge, so they are visible rather than silently missing. The legend lists only the
     kinds present. A dimension in ``log_keys`` (the space's log-uniform ones) gets a log axis;
     without ``log_keys`` (a resumed search without its space), a positive one spanning two
