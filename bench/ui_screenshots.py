@@ -9,7 +9,7 @@ and saves full-window PNGs with headless Chromium (Debian's ``chromium`` package
 tune`` prints), the parent run, the champion's run, its logged
 model and the registered model version. The UI is a single-page app: Chromium is given a
 virtual-time budget to finish rendering before each shot. Ends with one line
-``ratio screenshots-taken: N/5``.
+``ratio screenshots-taken: N/M`` (M: 5 with a champion, 2 without).
 """
 
 from __future__ import annotations
@@ -97,19 +97,25 @@ def pages(client: MlflowClient, base: str) -> dict[str, str]:
         raise SystemExit(f"no experiment {names.DEFAULT_EXPERIMENT!r} in the store: run "
                          "`aitexvae tune` first")
     eid = experiment.experiment_id
-    (parent,) = client.search_runs([eid], f"tags.`{names.TAG_ROLE}` = 'search'",
-                                   order_by=["attributes.start_time DESC"], max_results=1) or [None]
+    try:
+        version = client.get_model_version_by_alias(names.DEFAULT_MODEL_NAME,
+                                                    names.CHAMPION_ALIAS)
+    except Exception:  # noqa: BLE001 - no champion: the latest search's run pages still show
+        version = None
+    if version is not None:  # the champion's own search, which may not be the latest one
+        parent = client.get_run(client.get_run(version.run_id).data.tags["mlflow.parentRunId"])
+    else:
+        (parent,) = client.search_runs([eid], f"tags.`{names.TAG_ROLE}` = 'search'",
+                                       order_by=["attributes.start_time DESC"],
+                                       max_results=1) or [None]
     if parent is None:
         raise SystemExit("no search parent run in the store: run `aitexvae tune` first")
     page = names.trials_page(eid, parent.data.tags[names.TAG_SEARCH], keys.OBJECTIVE)
     shots = {"1-runs-table.png": f"{base}/{page}",  # what `aitexvae tune` prints
-             "2-parent-run.png": f"{base}/#/experiments/{eid}/runs/{parent.info.run_id}"}
-    try:
-        version = client.get_model_version_by_alias(names.DEFAULT_MODEL_NAME,
-                                                    names.CHAMPION_ALIAS)
-    except Exception:  # noqa: BLE001 - no champion: the run pages still show
+             "2-parent-run.png": f"{base}/{names.run_page(eid, parent.info.run_id)}"}
+    if version is None:
         return shots
-    shots["3-champion-run.png"] = f"{base}/#/experiments/{eid}/runs/{version.run_id}"
+    shots["3-champion-run.png"] = f"{base}/{names.run_page(eid, version.run_id)}"
     # The SQL registry does not hand model_id back on a version; its source names the model.
     model_id = version.model_id or (version.source or "").removeprefix("models:/")
     if model_id.startswith("m-"):
@@ -134,7 +140,7 @@ def main() -> None:
         shots = pages(client, base)
         taken = sum(screenshot(browser, url, args.out / name, Path(scratch) / "profile",
                                args.budget_ms) for name, url in shots.items())
-    print(f"ratio screenshots-taken: {taken}/5")
+    print(f"ratio screenshots-taken: {taken}/{len(shots)}")
 
 
 if __name__ == "__main__":

@@ -177,8 +177,10 @@ def _log_scale_params(prepared: Any) -> list[str] | None:
     """The params (``train/learning_rate``) the space draws log-uniformly; None without it."""
     if prepared.space is None:
         return None
-    return sorted(key.replace(".", "/") for key, dist in prepared.space.params.items()
-                  if getattr(dist, "log", False))
+    from tracking.params import flatten_params
+
+    logs = {key: "" for key, dist in prepared.space.params.items() if getattr(dist, "log", False)}
+    return sorted(flatten_params(logs))  # the params' own names: train/learning_rate
 
 
 def _space_document(prepared: Any) -> dict[str, str]:

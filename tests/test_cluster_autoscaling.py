@@ -82,7 +82,8 @@ def _alive(cluster: LocalRayCluster) -> int:
 def _trial_rows(experiment: Path) -> dict[str, list[dict]]:
     rows = {}
     for path in experiment.glob("trial_*/result.json"):
-        lines = path.read_text().splitlines()
+        # Only whole lines: Ray may be writing the last one while the watcher reads.
+        lines = path.read_text().split("\n")[:-1]
         rows[path.parent.name] = [json.loads(line) for line in lines if line.strip()]
     return rows
 

@@ -65,29 +65,32 @@ def test_threads_count_towards_the_cores_used():
     assert two[keys.SYSTEM_CPU_CORES] > one[keys.SYSTEM_CPU_CORES] * 1.2, (one, two)
 
 
-def test_peak_memory_is_the_process_peak_in_megabytes():
-    # A fresh process, so the peak is this allocation's, not an earlier test's.
+def test_peak_memory_is_the_epochs_own_peak_in_megabytes():
+    # A fresh process whose earlier peak (a freed 1.5 GiB block, as a previous trial in a reused
+    # Tune actor would leave) must not show in the next epoch's figure.
     code = ("import json, numpy as np, torch\n"
             "from vae.resources import ResourceMeter\n"
+            "earlier = np.ones(1536 * 2**20, dtype=np.uint8); del earlier\n"
             "meter = ResourceMeter(torch.device('cpu'), 1.0)\n"
             "meter.start()\n"
-            "block = np.ones(400 * 2**20, dtype=np.uint8)\n"
+            "block = np.ones(300 * 2**20, dtype=np.uint8)\n"
             "print(json.dumps(meter.read()))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     reading = json.loads(done.stdout.strip().splitlines()[-1])
-    assert 400 < reading[keys.SYSTEM_MEMORY_PEAK_MB] < 400 + 2000
+    assert 300 * 2**20 / 1e6 < reading[keys.SYSTEM_MEMORY_PEAK_MB] < 1300
 
 
 class FakeCuda:
     """torch.cuda's memory and NVML queries, as on a GPU (none here); a fault-free stand-in."""
 
     def __init__(self, utilization: list[float] | None) -> None:
-        self.values, self.resets = utilization, 0
+        self.values, self.calls, self.resets = utilization, 0, 0
+        self.answers: list[float] = []
 
     def install(self, monkeypatch) -> None:
         monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", self._reset)
-        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 300 * 2**20)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 300 * 10**6)
         monkeypatch.setattr(torch.cuda, "utilization", self._utilization)
 
     def _reset(self, device) -> None:
@@ -96,18 +99,23 @@ class FakeCuda:
     def _utilization(self, device) -> float:
         if self.values is None:
             raise RuntimeError("pynvml does not seem to be installed")
-        return self.values[min(self.resets, len(self.values) - 1)]
+        value = self.values[self.calls % len(self.values)]
+        self.calls += 1
+        self.answers.append(value)
+        return value
 
 
 def test_on_cuda_gpu_memory_and_utilisation_are_averaged_over_the_epoch(monkeypatch):
-    fake = FakeCuda([40.0, 80.0])
+    fake = FakeCuda([40.0, 90.0, 20.0])
     fake.install(monkeypatch)
     meter = ResourceMeter(torch.device("cuda", 0), 1.0, interval_s=0.01)
-    meter.start()  # reset 1: the samples read 80
-    time.sleep(0.1)
+    meter.start()  # answer 1: the probe that NVML is readable
+    time.sleep(0.2)
     reading = meter.read()
-    assert reading[keys.SYSTEM_GPU_MEMORY_PEAK_MB] == 300
-    assert reading[keys.SYSTEM_GPU_PERCENT] == 80.0
+    assert fake.resets == 1 and reading[keys.SYSTEM_GPU_MEMORY_PEAK_MB] == 300
+    sampled = fake.answers[1:]  # the sampler's readings, the probe's left out
+    assert len(set(sampled)) > 1  # several different readings, so the mean is exercised
+    assert reading[keys.SYSTEM_GPU_PERCENT] == pytest.approx(sum(sampled) / len(sampled))
     assert not meter.close()  # read() stopped the sampler
     assert not any(t.name == "aitexvae-gpu-sampler" for t in threading.enumerate())
 
@@ -120,3 +128,14 @@ def test_without_nvml_there_is_no_utilisation_figure_and_no_sampler(monkeypatch)
     reading = meter.read()
     assert reading[keys.SYSTEM_GPU_MEMORY_PEAK_MB] == 300
     assert keys.SYSTEM_GPU_PERCENT not in reading
+
+
+def test_a_sampler_that_outlives_its_join_never_writes_into_the_next_epoch(monkeypatch):
+    fake = FakeCuda([50.0])
+    fake.install(monkeypatch)
+    meter = ResourceMeter(torch.device("cuda", 0), 1.0, interval_s=0.01)
+    meter.start()
+    first_samples, first_stop = meter._samples, meter._stop
+    meter.start()  # a new epoch without read(): the old sampler is stopped first
+    assert first_stop.is_set() and meter._samples is not first_samples
+    meter.read()

@@ -177,6 +177,8 @@ def test_the_trials_page_rounds_numbers_links_runs_and_shows_the_searched_params
     assert "<style>" in page and "class=long" in page  # the reason gets room to wrap
     _, plain = write_table(rows, ["model/dropout"], tmp_path / "file-store")
     assert "<a href" not in plain.read_text()  # a file store has no UI address to link
+    _, single = write_table(rows[:1], ["model/dropout", "x/y"], tmp_path / "one-trial")
+    assert "x/<wbr>y" in single.read_text()  # nothing varies in one trial: every param shown
 
 
 def test_the_summary_plot_marks_the_champion_and_early_stops_with_log_axes_where_searched():
@@ -210,7 +212,7 @@ def test_the_summary_plot_marks_the_champion_and_early_stops_with_log_axes_where
     legend = summary_figure(rows, keys, "val/objective", None, None).legends[0]
     assert [t.get_text() for t in legend.get_texts()] == [
         "stopped early by the scheduler", "left unfinished (interrupted)",
-        "no finite value (drawn at the bottom)"]
+        "failed or non-finite (no value: at the bottom)"]
 
 
 def test_next_steps_and_settings_validation(tmp_path):

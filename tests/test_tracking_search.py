@@ -204,6 +204,8 @@ def test_champion_is_the_winner_and_pull_rebuilds_its_checkpoint(tracked, tmp_pa
     (dataset,) = [d.dataset for d in client.get_run(version.run_id).inputs.dataset_inputs]
     on_model = {m.key: m for m in logged.metrics}
     assert on_model[keys.VAL_OBJECTIVE].value == pytest.approx(winner.best_objective)
+    assert keys.TRAIN_LOSS in on_model and keys.VAL_MSE in on_model
+    assert all(key.startswith(("train/", "val/")) for key in on_model)  # no system/, no best/
     assert {(m.step, m.dataset_name, m.dataset_digest) for m in on_model.values()} == {
         (winner.best_epoch, dataset.name, dataset.digest)}
     parent = client.get_run(tracked["callback"].outcome.parent_run_id)  # descriptions in the UI

@@ -29,6 +29,7 @@ from tracking.writer import Writer
 from vae.io import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
+MODEL_METRIC_PREFIXES = ("train/", "val/")  # on the logged model (not system/, not best/)
 
 
 class Search(Protocol):
@@ -120,10 +121,10 @@ def _log_on_model(tracker: Search, run_id: str, model_id: str | None, metrics: l
         return
     tracker.client.set_logged_model_tags(model_id, {names.TAG_NOTE: description})
     dataset = tracker.dataset or {}
-    tracker.client.log_batch(run_id, metrics=[
+    tracker.client.log_batch(run_id, metrics=[  # the model's figures, not its trial's machine
         Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id,
                dataset_name=dataset.get("name"), dataset_digest=dataset.get("digest"))
-        for m in metrics])
+        for m in metrics if m.key.startswith(MODEL_METRIC_PREFIXES)])
 
 
 def _register_best(tracker: Search, candidates: list[dict[str, object]],
@@ -160,7 +161,7 @@ def _summarise(tracker: Search, rows: list[dict[str, object]], outcome: SearchRe
     param_keys = sorted({key for row in rows for key in row} - set(FIXED_COLUMNS))
     folder = tracker.staging / "summary"
     uri = tracker.settings.tracking_uri
-    run_url = (f"{uri.rstrip('/')}/#/experiments/{tracker.experiment_id}/runs/"
+    run_url = (f"{uri.rstrip('/')}/{names.run_page(tracker.experiment_id)}"
                if uri.startswith(("http://", "https://")) else None)  # a file store has no UI
     write_table(rows, param_keys, folder, run_url=run_url)
     plot_summary(rows, searched_keys(rows, param_keys), tracker.objective,

@@ -133,7 +133,10 @@ def log_pyfunc(client: MlflowClient, tracking_uri: str, run_id: str, weights_dir
 
 def _log_model(run_id: str, tracking_uri: str, weights: Path, signature: ModelSignature,
                input_example: np.ndarray | None):
-    with global_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id), \
+    # No system-metrics monitor on the reopened run: its host-wide readings of this driver
+    # would land in the trial's own system/ series.
+    with global_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id,
+                                                             log_system_metrics=False), \
             no_progress_bars(), warnings.catch_warnings():
         # Deliberate choices, not problems: the signature, not type hints, is the contract,
         # and a tracker without probe patches has no example to give.

@@ -133,6 +133,12 @@ def code_version() -> str:
             return "unknown"
 
 
+def run_page(experiment_id: str, run_id: str = "") -> str:
+    """The MLflow UI address (a fragment, after the UI's base URL) of one run (or, without
+    ``run_id``, the prefix run ids are appended to)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def trials_page(experiment_id: str, search_name: str, objective: str,
                 descending: bool = True) -> str:
     """The MLflow UI address (a fragment, after the UI's base URL) of one search's trials,

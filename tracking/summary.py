@@ -47,7 +47,9 @@ def write_table(rows: Sequence[Mapping[str, object]], param_keys: Sequence[str],
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "trials.csv"
     csv_path.write_text(buffer.getvalue())
-    shown = [*FIXED_COLUMNS, *searched_keys(rows, param_keys)]
+    # One trial has no varying param: show them all then, else only the searched ones.
+    shown = [*FIXED_COLUMNS, *(searched_keys(rows, param_keys) if len(rows) > 1
+                               else sorted(param_keys))]
     # Headers may break after a "/" (model/<wbr>latent_dim), never inside a word.
     head = "".join(f"<th>{html.escape(column).replace('/', '/<wbr>')}</th>" for column in shown)
     body = "".join("<tr>" + "".join(_cell(column, row.get(column, ""), run_url)
@@ -118,7 +120,8 @@ KINDS = {"champion": ("champion", "*", "gold", "black", 220),
          "complete": ("ran every epoch", "o", "tab:blue", "tab:blue", 36),
          "early": ("stopped early by the scheduler", "o", "none", "tab:blue", 36),
          "interrupted": ("left unfinished (interrupted)", "s", "none", "tab:gray", 36),
-         "no value": ("no finite value (drawn at the bottom)", "x", "tab:red", "tab:red", 40)}
+         "no value": ("failed or non-finite (no value: at the bottom)", "x", "tab:red", "tab:red",
+                      40)}
 PANEL_IN, MARGIN_TOP_IN, MARGIN_BOTTOM_IN = (4.4, 3.3), 0.9, 0.25
 DPI = 100
 

@@ -28,9 +28,11 @@ VAL_AUROC_BY_SCORER = "val/auroc_by_scorer"
 VAL_REAL_AUROC_BY_SCORER = "val/real_auroc_by_scorer"
 
 # What the trial's process used over the epoch (vae.resources); "system/" is the prefix MLflow's
-# UI shows as system metrics. CPU: cores kept busy, and as a share of the cores Ray granted.
+# UI shows as system metrics. CPU: cores kept busy, and as a share of the cores Ray granted
+# (not MLflow's own host-wide system/cpu_utilization_percentage: a different figure, so a
+# different name). Megabytes are 10^6 bytes, as MLflow's system metrics count them.
 SYSTEM_CPU_CORES = "system/cpu_cores_used"
-SYSTEM_CPU_PERCENT = "system/cpu_utilization_percentage"
+SYSTEM_CPU_PERCENT = "system/granted_cpu_utilization_percentage"
 SYSTEM_MEMORY_PEAK_MB = "system/memory_peak_megabytes"
 SYSTEM_GPU_MEMORY_PEAK_MB = "system/gpu_memory_peak_megabytes"  # this trial's tensors (torch)
 SYSTEM_GPU_PERCENT = "system/gpu_utilization_percentage"  # the whole device (NVML), averaged
