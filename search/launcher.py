@@ -281,15 +281,17 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
         tuner = build_tuner(prepared, callbacks)
         try:
             results = tuner.fit()
+            # Tune may end "normally" on a disk that filled under it, with its experiment state
+            # half written; the callback then recorded the search FAILED, and so must we.
+            _raise_on_storage_problem(prepared)
+            summary = summarize(results)
+            unfinished = _unfinished(prepared)
+        except SearchError:
+            raise
         except Exception:  # a full or read-only disk: Tune's own files there are broken too
-            problem = cluster.storage_problem(prepared.settings.storage_path, "--storage-path ")
-            if problem is None:
-                raise
-            raise SearchError(f"{problem}; the search stopped. Free space (or fix the "
-                              f"permissions), then `aitexvae tune --resume "
-                              f"{prepared.settings.name}` continues it") from None
-        summary = summarize(results)
-        outcome = SearchOutcome(prepared, results, summary, _unfinished(prepared),
+            _raise_on_storage_problem(prepared)
+            raise
+        outcome = SearchOutcome(prepared, results, summary, unfinished,
                                 search_importances(summary, prepared.searched_keys))
         if on_search_end is not None:
             try:
@@ -299,6 +301,13 @@ def run(prepared: PreparedSearch, *, callbacks: Sequence[tune.Callback] = (),
         return outcome
     finally:
         shutdown(prepared)
+
+
+def _raise_on_storage_problem(prepared: PreparedSearch) -> None:
+    problem = cluster.storage_problem(prepared.settings.storage_path, "--storage-path ")
+    if problem is not None:
+        raise SearchError(f"{problem}; the search stopped. Free space (or fix the permissions), "
+                          f"then `aitexvae tune --resume {prepared.settings.name}` continues it")
 
 
 def _unfinished(prepared: PreparedSearch) -> int:

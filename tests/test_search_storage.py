@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ray import tune
 
 from search.cli import main as aitexvae
 
@@ -126,3 +127,33 @@ def test_a_disk_that_fills_mid_search_is_named_recorded_and_resumable(mounts, tm
     assert runs.pop("full")[0] == "FINISHED"
     assert sorted(status for status, _ in runs.values()).count("FINISHED") == 2
     assert MlflowClient(f"sqlite:///{db}").get_model_version_by_alias("aitex-vae", "champion")
+
+
+class FillDiskAtTheEnd(tune.Callback):
+    """Fills the storage tmpfs once every trial is done, so Tune's last experiment snapshot
+    meets a full disk while ``fit`` itself may still return normally."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+
+    def on_experiment_end(self, trials, **info) -> None:
+        subprocess.run(["dd", "if=/dev/zero", f"of={self.store / 'filler'}", "bs=1M"],
+                       capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_as_the_search_ends_is_the_error_not_a_broken_snapshot(
+        mounts, tmp_path, monkeypatch):
+    from search import launcher
+    from search.settings import SearchSettings
+
+    monkeypatch.setenv("AITEXVAE_HOME", str(tmp_path / "home"))
+    store = mounts("store", "size=80m")
+    settings = SearchSettings(name="late", image_size=32, num_samples=1, max_epochs=1,
+                              train_patches=64, scheduler="fifo", storage_path=str(store),
+                              tracking=False, verbose=0)
+    with pytest.raises(launcher.SearchError) as raised:
+        launcher.search(settings, callbacks=[FillDiskAtTheEnd(store)])
+    assert str(raised.value) == (
+        f"no space left on --storage-path {store}; the search stopped. Free space (or fix the "
+        "permissions), then `aitexvae tune --resume late` continues it")
