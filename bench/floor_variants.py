@@ -13,7 +13,9 @@ test split of the AITEX dev set as ``bench/real_quality.py`` splits it:
   columns before the max, since warp and weft defects run along the image axes while the weave
   averages out along them.
 
-Prints one line per variant (fabric-matched and DRA-protocol AUROC) and ends with
+Prints one line per variant (fabric-matched and DRA-protocol AUROC), then how the signed floor
+ranks anomalous patches by their defect's size (the share of same-strip clean patches scored
+below each), and ends with
 ``ratio fabric-matched-auroc-best-vs-floor: X`` (the best variant ÷ the signed floor).
 
     .venv/bin/python bench/floor_variants.py --data-root ../shared/data/aitex-dev
@@ -73,6 +75,19 @@ def normalised(scores: np.ndarray, groups: np.ndarray,
     return out
 
 
+def by_defect_size(scores: np.ndarray, test) -> None:
+    """How far each anomalous patch ranks above the clean patches of the defective strips."""
+    anomalous = test.labels.astype(bool)
+    clean = ~anomalous & np.isin(test.strip, np.unique(test.strip[anomalous]))
+    above = (scores[clean][None, :] < scores[anomalous][:, None]).mean(1)
+    pixels = test.defect_pixels[anomalous]
+    for low, high in ((0, 100), (100, 1000), (1000, None)):
+        where = (pixels >= low) & (pixels < (high or np.inf))
+        if where.any():
+            print(f"  defect of {low}-{high or ''} mask pixels: {int(where.sum())} patches, "
+                  f"mean share of clean patches below {above[where].mean():.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=str(REPO.parent / "shared/data/aitex-dev"))
@@ -101,6 +116,8 @@ def main() -> int:
             scores, test.strip, lambda strip, s=scores: s[test.strip == strip]))
         figures[f"{name} per fabric"] = row(f"{name} per fabric (train median/MAD)", normalised(
             scores, test.fabric, lambda fabric, n=name: trained[n][train.fabric == fabric]))
+    print("signed_smooth by defect size:")
+    by_defect_size(tested["signed_smooth"], test)
     best = max(figures, key=figures.__getitem__)
     print(f"best: {best} {figures[best]:.3f}; the signed floor {figures['signed_smooth']:.3f}")
     print(f"ratio fabric-matched-auroc-best-vs-floor: "
