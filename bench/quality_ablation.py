@@ -55,6 +55,37 @@ def as_tiled(model, patch_size: int):
     return tiled
 
 
+def train_model(splits, overrides: dict, epochs: int, crops: int = 0):
+    """One configuration trained on ``splits.train`` on the CPU, seed 0: (model, config,
+    seconds). With ``crops`` T, each epoch trains on 16 random T×T crops per patch and the
+    model is returned as the tiled whole-patch model of the same weights."""
+    overrides = {"model.image_size": crops or 256, "loss.mse_weight": 1.0,
+                 "loss.bce_weight": 0.0, "score.select": "best", **overrides}
+    config = VAEConfig().with_overrides(overrides)
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = prepare_model(build_model(config), device)
+    optimizer = make_optimizer(model, config.train)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        images = splits.train.images
+        if crops:
+            t, n = crops, len(images)
+            index = np.repeat(np.arange(n), 16)
+            xs, ys = rng.integers(0, 257 - t, len(index)), rng.integers(0, 257 - t, len(index))
+            images = np.stack([images[i, :, y:y + t, x:x + t]
+                               for i, x, y in zip(index, xs, ys, strict=True)])
+        metrics = train_epoch(model, optimizer, images, config, device, epoch=epoch)
+        print(f"epoch {epoch + 1}: train/loss {metrics['train/loss']:.2f} "
+              f"({metrics['train/epoch_time_s']:.0f} s)", flush=True)
+    seconds = time.perf_counter() - start
+    model.to(memory_format=torch.contiguous_format)
+    if crops:
+        model = as_tiled(model, splits.test.patch_size)
+    return model, config, seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=str(REPO.parent / "shared/data/aitex-dev"))
@@ -63,33 +94,10 @@ def main() -> int:
     parser.add_argument("--crops", type=int, default=0)
     args = parser.parse_args()
     splits = load_splits(DataConfig(format="aitex", root=args.data_root, patch_size=256))
-    overrides = {"model.image_size": args.crops or 256, "loss.mse_weight": 1.0,
-                 "loss.bce_weight": 0.0, "score.select": "best"}
-    overrides.update({k: _value(v) for k, v in (item.split("=", 1) for item in args.set)})
-    config = VAEConfig().with_overrides(overrides)
-    device = torch.device("cpu")
-    torch.manual_seed(0)
-    model = prepare_model(build_model(config), device)
-    optimizer = make_optimizer(model, config.train)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for epoch in range(args.epochs):
-        images = splits.train.images
-        if args.crops:
-            t, n = args.crops, len(images)
-            index = np.repeat(np.arange(n), 16)
-            xs, ys = rng.integers(0, 257 - t, len(index)), rng.integers(0, 257 - t, len(index))
-            images = np.stack([images[i, :, y:y + t, x:x + t]
-                               for i, x, y in zip(index, xs, ys, strict=True)])
-        metrics = train_epoch(model, optimizer, images, config, device, epoch=epoch)
-        print(f"epoch {epoch + 1}: train/loss {metrics['train/loss']:.2f} "
-              f"({metrics['train/epoch_time_s']:.0f} s)", flush=True)
-    train_s = time.perf_counter() - start
-    model.to(memory_format=torch.contiguous_format)
+    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    model, config, train_s = train_model(splits, overrides, args.epochs, args.crops)
     configs = candidates(config.score)
     test = splits.test
-    if args.crops:
-        model = as_tiled(model, splits.test.patch_size)
     val = score_candidates(model, splits.val.images, configs)
     tested = score_candidates(model, test.images, configs)
     val_auroc = {name: image_auroc(values, splits.val.labels) for name, values in val.items()}

@@ -1,0 +1,131 @@
+"""Experiment for #10 (not a benchmark of the service, not a test): score each patch against
+the other patches of its own strip.
+
+On the AITEX dev split, clean patches of defective strips do not look like the defect-free
+strips (a kNN memory bank of defect-free training texture reaches DRA 0.94 but only 0.69
+fabric-matched: it flags the defective strips' normal weave too). A strip, though, is one woven
+piece under one illumination, and a defect covers a small part of it. So the reference here is
+the strip itself: every 16×16 window of a patch's residual (x − x̂, stride 8) is matched to its
+nearest window among the strip's other patches (stride 4, PCA to 32 dimensions fitted on
+training residuals); the patch score is the max of the 3×3-averaged distance map. Nothing is
+trained for the blur reconstruction; ``--reconstruction vae`` trains one model first (the
+``bench/quality_ablation.py`` recipe) and uses its residual.
+
+Prints the plain scorer (signed_smooth/max) beside the self-referenced one on the same residual,
+fabric-matched and DRA-protocol AUROC and the per-fabric figures, and ends with
+``ratio fabric-matched-auroc: X`` (the self-referenced figure).
+
+    .venv/bin/python bench/self_reference_probe.py                       # blur, ~3 min
+    .venv/bin/python bench/self_reference_probe.py --reconstruction vae --crops 64 --epochs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.quality_ablation import _value, train_model  # noqa: E402
+from bench.real_quality import FLOOR_SIGMA, dra_auroc  # noqa: E402
+from vae.data import DataConfig, load_splits  # noqa: E402
+from vae.score.blur import gaussian_blur  # noqa: E402
+from vae.score.maps import iter_reconstructions  # noqa: E402
+from vae.score.metrics import evaluate_scores  # noqa: E402
+
+WINDOW, QUERY_STRIDE, BANK_STRIDE, DIMENSIONS = 16, 8, 4, 32
+
+
+def blur_residuals(images: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(images[:, :1].astype(np.float32) / 255.0)
+    return x - gaussian_blur(x[:, 0], FLOOR_SIGMA)[:, None]
+
+
+def model_residuals(model: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([(x - recon).mean(1, keepdim=True)
+                          for x, recon in iter_reconstructions(model, images)])
+
+
+def windows(residuals: torch.Tensor, stride: int) -> torch.Tensor:
+    """(N, 1, H, W) → (N, L, WINDOW²): every window at ``stride``."""
+    return F.unfold(residuals, WINDOW, stride=stride).transpose(1, 2)
+
+
+def fit_projection(residuals: torch.Tensor, samples: int = 20000
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = windows(residuals, QUERY_STRIDE).reshape(-1, WINDOW * WINDOW)
+    flat = flat[torch.randperm(len(flat), generator=torch.Generator().manual_seed(0))[:samples]]
+    mean = flat.mean(0)
+    _, _, v = torch.pca_lowrank(flat - mean, q=DIMENSIONS, center=False)
+    return mean, v[:, :DIMENSIONS]
+
+
+def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray,
+                          projection: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    mean, basis = projection
+    scores = np.zeros(len(residuals), np.float32)
+    for strip in np.unique(strips):
+        members = np.flatnonzero(strips == strip)
+        queries = (windows(residuals[members], QUERY_STRIDE) - mean) @ basis
+        bank = (windows(residuals[members], BANK_STRIDE) - mean) @ basis
+        for k, index in enumerate(members):
+            others = torch.cat([bank[j] for j in range(len(members)) if j != k])
+            distance = torch.cdist(queries[k], others).amin(1)
+            side = int(round(distance.numel() ** 0.5))
+            smoothed = F.avg_pool2d(distance.view(1, 1, side, side), 3, 1, 1)
+            scores[index] = float(smoothed.max())
+    return scores
+
+
+def report(name: str, scores: np.ndarray, test) -> float:
+    metrics = evaluate_scores(scores, test.labels, strips=test.strip, fabrics=test.fabric)
+    per_fabric = ", ".join(f"{fabric} {m['patch_auroc_fabric_matched']:.2f}"
+                           for fabric, m in metrics["per_fabric"].items()
+                           if np.isfinite(m.get("patch_auroc_fabric_matched", np.nan)))
+    figure = metrics["patch_auroc_fabric_matched"]
+    print(f"{name:34s} fabric-matched {figure:.3f}  DRA "
+          f"{dra_auroc(scores, test.labels, test.strip):.3f}  (per fabric: {per_fabric})")
+    return figure
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=str(REPO.parent / "shared/data/aitex-dev"))
+    parser.add_argument("--reconstruction", choices=("blur", "vae"), default="blur")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--crops", type=int, default=0)
+    args = parser.parse_args()
+    splits = load_splits(DataConfig(format="aitex", root=args.data_root, patch_size=256))
+    test = splits.test
+    if args.reconstruction == "vae":
+        overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+        model, _, seconds = train_model(splits, overrides, args.epochs, args.crops)
+        print(f"trained {overrides or 'the defaults'} for {args.epochs} epochs in "
+              f"{seconds / 60:.1f} min")
+        train_r, test_r = (model_residuals(model, s.images) for s in (splits.train, test))
+    else:
+        train_r, test_r = blur_residuals(splits.train.images), blur_residuals(test.images)
+    print(f"test split: {len(test.labels)} patches, {int(test.labels.sum())} anomalous, "
+          f"{len(np.unique(test.strip))} strips")
+    plain = gaussian_blur(test_r[:, 0], 2.0).abs().flatten(1).amax(1).numpy()
+    report(f"{args.reconstruction} signed_smooth/max", plain, test)
+    start = time.perf_counter()
+    scores = self_reference_scores(test_r, test.strip, fit_projection(train_r))
+    figure = report(f"{args.reconstruction} self-reference", scores, test)
+    print(f"self-reference scoring: {time.perf_counter() - start:.0f} s "
+          f"({len(test.labels) / (time.perf_counter() - start):.1f} patches/s)")
+    print(f"ratio fabric-matched-auroc: {figure:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
