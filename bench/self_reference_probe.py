@@ -17,6 +17,7 @@ fabric-matched and DRA-protocol AUROC and the per-fabric figures, and ends with
 
     .venv/bin/python bench/self_reference_probe.py                       # blur, ~3 min
     .venv/bin/python bench/self_reference_probe.py --reconstruction vae --crops 64 --epochs 6
+    .venv/bin/python bench/self_reference_probe.py --window 8 --gap 1     # the README's variants
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from vae.score.blur import gaussian_blur  # noqa: E402
 from vae.score.maps import iter_reconstructions  # noqa: E402
 from vae.score.metrics import evaluate_scores  # noqa: E402
 
-WINDOW, QUERY_STRIDE, BANK_STRIDE, DIMENSIONS = 16, 8, 4, 32
+QUERY_STRIDE, BANK_STRIDE = 8, 4
 
 
-def blur_residuals(images: np.ndarray) -> torch.Tensor:
+def blur_residuals(images: np.ndarray, high_pass: bool = True) -> torch.Tensor:
     x = torch.from_numpy(images[:, :1].astype(np.float32) / 255.0)
-    return x - gaussian_blur(x[:, 0], FLOOR_SIGMA)[:, None]
+    return x - gaussian_blur(x[:, 0], FLOOR_SIGMA)[:, None] if high_pass else x
 
 
 def model_residuals(model: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
@@ -54,30 +55,33 @@ def model_residuals(model: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
                           for x, recon in iter_reconstructions(model, images)])
 
 
-def windows(residuals: torch.Tensor, stride: int) -> torch.Tensor:
-    """(N, 1, H, W) → (N, L, WINDOW²): every window at ``stride``."""
-    return F.unfold(residuals, WINDOW, stride=stride).transpose(1, 2)
+def windows(residuals: torch.Tensor, size: int, stride: int) -> torch.Tensor:
+    """(N, 1, H, W) → (N, L, size²): every window at ``stride``."""
+    return F.unfold(residuals, size, stride=stride).transpose(1, 2)
 
 
-def fit_projection(residuals: torch.Tensor, samples: int = 20000
+def fit_projection(residuals: torch.Tensor, size: int, dimensions: int, samples: int = 20000
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = windows(residuals, QUERY_STRIDE).reshape(-1, WINDOW * WINDOW)
+    flat = windows(residuals, size, QUERY_STRIDE).reshape(-1, size * size)
     flat = flat[torch.randperm(len(flat), generator=torch.Generator().manual_seed(0))[:samples]]
     mean = flat.mean(0)
-    _, _, v = torch.pca_lowrank(flat - mean, q=DIMENSIONS, center=False)
-    return mean, v[:, :DIMENSIONS]
+    _, _, v = torch.pca_lowrank(flat - mean, q=dimensions, center=False)
+    return mean, v[:, :dimensions]
 
 
-def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray,
+def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.ndarray, *,
+                          size: int, dimensions: int, gap: int,
                           projection: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    """``gap`` g leaves the g patches on either side (by x) out of a patch's reference."""
     mean, basis = projection
     scores = np.zeros(len(residuals), np.float32)
     for strip in np.unique(strips):
         members = np.flatnonzero(strips == strip)
-        queries = (windows(residuals[members], QUERY_STRIDE) - mean) @ basis
-        bank = (windows(residuals[members], BANK_STRIDE) - mean) @ basis
+        members = members[np.argsort(xs[members], kind="stable")]
+        queries = (windows(residuals[members], size, QUERY_STRIDE) - mean) @ basis
+        bank = (windows(residuals[members], size, BANK_STRIDE) - mean) @ basis
         for k, index in enumerate(members):
-            others = torch.cat([bank[j] for j in range(len(members)) if j != k])
+            others = torch.cat([bank[j] for j in range(len(members)) if abs(j - k) > gap])
             distance = torch.cdist(queries[k], others).amin(1)
             side = int(round(distance.numel() ** 0.5))
             smoothed = F.avg_pool2d(distance.view(1, 1, side, side), 3, 1, 1)
@@ -103,6 +107,12 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--crops", type=int, default=0)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--dimensions", type=int, default=32)
+    parser.add_argument("--gap", type=int, default=0,
+                        help="leave this many neighbouring patches out of the reference")
+    parser.add_argument("--raw", action="store_true",
+                        help="blur: match raw pixels instead of the high-pass residual")
     args = parser.parse_args()
     splits = load_splits(DataConfig(format="aitex", root=args.data_root, patch_size=256))
     test = splits.test
@@ -113,14 +123,18 @@ def main() -> int:
               f"{seconds / 60:.1f} min")
         train_r, test_r = (model_residuals(model, s.images) for s in (splits.train, test))
     else:
-        train_r, test_r = blur_residuals(splits.train.images), blur_residuals(test.images)
+        train_r, test_r = (blur_residuals(s.images, not args.raw) for s in (splits.train, test))
     print(f"test split: {len(test.labels)} patches, {int(test.labels.sum())} anomalous, "
           f"{len(np.unique(test.strip))} strips")
-    plain = gaussian_blur(test_r[:, 0], 2.0).abs().flatten(1).amax(1).numpy()
-    report(f"{args.reconstruction} signed_smooth/max", plain, test)
+    name = "raw pixels" if args.raw and args.reconstruction == "blur" else args.reconstruction
+    if name != "raw pixels":  # the plain scorer on the same residual, side by side
+        plain = gaussian_blur(test_r[:, 0], 2.0).abs().flatten(1).amax(1).numpy()
+        report(f"{name} signed_smooth/max", plain, test)
     start = time.perf_counter()
-    scores = self_reference_scores(test_r, test.strip, fit_projection(train_r))
-    figure = report(f"{args.reconstruction} self-reference", scores, test)
+    scores = self_reference_scores(
+        test_r, test.strip, test.x, size=args.window, dimensions=args.dimensions, gap=args.gap,
+        projection=fit_projection(train_r, args.window, args.dimensions))
+    figure = report(f"{name} self-reference", scores, test)
     print(f"self-reference scoring: {time.perf_counter() - start:.0f} s "
           f"({len(test.labels) / (time.perf_counter() - start):.1f} patches/s)")
     print(f"ratio fabric-matched-auroc: {figure:.4f}")
