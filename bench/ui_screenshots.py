@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,13 +116,14 @@ def pages(client: MlflowClient, base: str) -> dict[str, str]:
              "2-parent-run.png": f"{base}/{names.run_page(eid, parent.info.run_id)}"}
     if version is None:
         return shots
+    view = urllib.parse.urlencode(names.UI_VIEW)
     shots["3-champion-run.png"] = f"{base}/{names.run_page(eid, version.run_id)}"
     # The SQL registry does not hand model_id back on a version; its source names the model.
     model_id = version.model_id or (version.source or "").removeprefix("models:/")
     if model_id.startswith("m-"):
-        shots["4-logged-model.png"] = f"{base}/#/experiments/{eid}/models/{model_id}"
+        shots["4-logged-model.png"] = f"{base}/#/experiments/{eid}/models/{model_id}?{view}"
     shots["5-model-version.png"] = (f"{base}/#/models/{names.DEFAULT_MODEL_NAME}/versions/"
-                                    f"{version.version}")
+                                    f"{version.version}?{view}")
     return shots
 
 

@@ -20,7 +20,7 @@ from tracking.artifacts import stage_checkpoint
 from tracking.finish import eligible
 from tracking.params import flatten_params, metrics_from_result
 from tracking.probe import ACCEPT, REJECT, WRONG, captions, choose_probe, probe_rows, render_probe
-from tracking.settings import TrackingSettings, next_steps, trials_page
+from tracking.settings import TrackingSettings, next_steps, run_page, trials_page
 from tracking.summary import KINDS, plot_summary, searched_keys, summary_figure, write_table
 from tracking.writer import Writer
 from vae.score import Calibration, anomaly_maps, patch_scores, score_patches
@@ -166,12 +166,13 @@ def test_the_trials_page_rounds_numbers_links_runs_and_shows_the_searched_params
              "best_epoch": "3", "model/dropout": "0.4", "x/y": "1",
              "stop_reason": "stopped early by the scheduler after epoch 3 of 12"}]
     base = "http://10.0.0.1:5000/#/experiments/3/runs/"
-    csv_path, html_path = write_table(rows, ["model/dropout", "x/y"], tmp_path, run_url=base)
+    csv_path, html_path = write_table(rows, ["model/dropout", "x/y"], tmp_path,
+                                      run_link=lambda run_id: f"{base}{run_id}?view")
     page = html_path.read_text()
     assert "<td class='num'>0.9548</td>" not in page and "<td class='num'>0.9547</td>" in page
     assert "0.954729046737" not in page and "0.954729046737" in csv_path.read_text()  # CSV: all
     assert "<td class='num'>0.03198</td>" in page and "<td class='num'>12</td>" in page
-    assert f"<a href='{base}0123456789abcdef' target='_blank'>0123456789ab</a>" in page
+    assert f"<a href='{base}0123456789abcdef?view' target='_blank'>0123456789ab</a>" in page
     assert "model/<wbr>dropout" in page and "x/<wbr>y" not in page  # one value: not searched
     assert "x/y" in csv_path.read_text().splitlines()[0]
     assert "<style>" in page and "class=long" in page  # the reason gets room to wrap
@@ -223,7 +224,9 @@ def test_next_steps_and_settings_validation(tmp_path):
     page = trials_page("7", "fabric-1", "val/objective", descending=False)
     assert page == ("#/experiments/7/runs?searchFilter=tags.%60aitexvae.search%60%20%3D%20"
                     "%27fabric-1%27%20and%20tags.%60aitexvae.role%60%20%3D%20%27trial%27"
-                    "&orderByKey=metrics.%60best%2Fval_objective%60&orderByAsc=true")
+                    "&orderByKey=metrics.%60best%2Fval_objective%60&orderByAsc=true"
+                    "&workflowType=machine_learning")  # MLflow 3.17's classic view: runs, models
+    assert run_page("7", "abc") == "#/experiments/7/runs/abc?workflowType=machine_learning"
     served = next_steps("http://10.0.0.1:5000/", page=page).splitlines()[1]
     assert served.startswith(f"  open http://10.0.0.1:5000/{page}   # ")
     assert TrackingSettings(tracking_uri="sqlite:///rel.db").resolved().tracking_uri \

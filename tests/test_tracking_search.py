@@ -239,6 +239,7 @@ def test_next_steps_name_the_ui_and_the_pull_commands(tracked):
     assert path == f"/experiments/{client.get_run(parent).info.experiment_id}/runs"
     query = dict(urllib.parse.parse_qsl(query))
     assert query["orderByKey"] == "metrics.`best/val_objective`" and query["orderByAsc"] == "false"
+    assert query["workflowType"] == "machine_learning"  # not MLflow 3.17's default GenAI view
     runs = client.search_runs([client.get_run(parent).info.experiment_id], query["searchFilter"],
                               order_by=[f"{query['orderByKey']} DESC"])
     ranked = [t.trial_id for t in tracked["outcome"].summary.trials if t.ranked]

@@ -161,9 +161,10 @@ def _summarise(tracker: Search, rows: list[dict[str, object]], outcome: SearchRe
     param_keys = sorted({key for row in rows for key in row} - set(FIXED_COLUMNS))
     folder = tracker.staging / "summary"
     uri = tracker.settings.tracking_uri
-    run_url = (f"{uri.rstrip('/')}/{names.run_page(tracker.experiment_id)}"
-               if uri.startswith(("http://", "https://")) else None)  # a file store has no UI
-    write_table(rows, param_keys, folder, run_url=run_url)
+    eid, base = tracker.experiment_id, uri.rstrip("/")
+    run_link = ((lambda run_id: f"{base}/{names.run_page(eid, run_id)}")
+                if uri.startswith(("http://", "https://")) else None)  # a file store has no UI
+    write_table(rows, param_keys, folder, run_link=run_link)
     plot_summary(rows, searched_keys(rows, param_keys), tracker.objective,
                  folder / "search_summary.png", champion=outcome.champion_trial_id,
                  log_keys=tracker.log_scale_keys)

@@ -33,9 +33,14 @@ def best_metric(objective: str) -> str:
     return "best/" + objective.replace("/", "_")
 
 
-# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless this experiment
-# tag says it is classic model development; then it opens on the runs table.
+# MLflow 3's UI shows an experiment as GenAI (an overview of traces and tokens) or as model
+# training (runs, models, the registry). Where the UI has no GenAI/Model-training switch it takes
+# the kind from this experiment tag. MLflow 3.17's UI has the switch, defaults it to GenAI in
+# a new browser and ignores the tag (seen in screenshots of a fresh Chromium profile); only
+# its ``workflowType`` query parameter changes the view, per address, so every address aitexvae
+# prints carries ``UI_VIEW``.
 TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_VIEW = {"workflowType": "machine_learning"}
 TAG_STOP_REASON = "aitexvae.stop_reason"  # why a child (or the parent) did not run to its end
 TAG_OUTCOME = "aitexvae.outcome"  # on every child: how it ended, in words
 TAG_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
@@ -133,10 +138,9 @@ def code_version() -> str:
             return "unknown"
 
 
-def run_page(experiment_id: str, run_id: str = "") -> str:
-    """The MLflow UI address (a fragment, after the UI's base URL) of one run (or, without
-    ``run_id``, the prefix run ids are appended to)."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
+def run_page(experiment_id: str, run_id: str) -> str:
+    """The MLflow UI address (a fragment, after the UI's base URL) of one run."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?{urllib.parse.urlencode(UI_VIEW)}"
 
 
 def trials_page(experiment_id: str, search_name: str, objective: str,
@@ -146,7 +150,8 @@ def trials_page(experiment_id: str, search_name: str, objective: str,
     query = urllib.parse.urlencode(
         {"searchFilter": f"tags.`{TAG_SEARCH}` = '{search_name}' and tags.`{TAG_ROLE}` = 'trial'",
          "orderByKey": f"metrics.`{best_metric(objective)}`",
-         "orderByAsc": "false" if descending else "true"}, quote_via=urllib.parse.quote)
+         "orderByAsc": "false" if descending else "true", **UI_VIEW},
+        quote_via=urllib.parse.quote)
     return f"#/experiments/{experiment_id}/runs?{query}"
 
 

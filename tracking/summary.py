@@ -10,7 +10,7 @@ import csv
 import html
 import io
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -29,13 +29,13 @@ def searched_keys(rows: Sequence[Mapping[str, object]], param_keys: Sequence[str
 
 
 def write_table(rows: Sequence[Mapping[str, object]], param_keys: Sequence[str], folder: Path,
-                run_url: str | None = None) -> tuple[Path, Path]:
+                run_link: Callable[[str], str] | None = None) -> tuple[Path, Path]:
     """``trials.csv`` and ``trials.html`` in ``folder``: best first, trials that went non-finite
     last (they can never be the champion, whatever they reported before).
 
     The CSV keeps every value as MLflow holds it; the HTML page is for reading: numbers to 4
     significant digits, searched params only, and each run id linked to its run when
-    ``run_url`` (the UI's run address without the id, an http(s) server's) is given.
+    ``run_link`` (run id -> the run's address in an http(s) server's UI) is given.
     """
     columns = [*FIXED_COLUMNS, *sorted(param_keys)]
     ordered = sorted(rows, key=lambda row: (bool(row.get("nonfinite")),
@@ -52,7 +52,7 @@ def write_table(rows: Sequence[Mapping[str, object]], param_keys: Sequence[str],
                                else sorted(param_keys))]
     # Headers may break after a "/" (model/<wbr>latent_dim), never inside a word.
     head = "".join(f"<th>{html.escape(column).replace('/', '/<wbr>')}</th>" for column in shown)
-    body = "".join("<tr>" + "".join(_cell(column, row.get(column, ""), run_url)
+    body = "".join("<tr>" + "".join(_cell(column, row.get(column, ""), run_link)
                                     for column in shown) + "</tr>\n" for row in ordered)
     html_path = folder / "trials.html"
     html_path.write_text(f"<!doctype html>\n<html><head><meta charset='utf-8'>"
@@ -75,10 +75,10 @@ TABLE_STYLE = (
     "a{color:#0b63c5;text-decoration:none}")
 
 
-def _cell(column: str, value: object, run_url: str | None) -> str:
+def _cell(column: str, value: object, run_link: Callable[[str], str] | None) -> str:
     text = str(value)
-    if column == "run_id" and run_url and text:
-        return (f"<td class='id'><a href='{html.escape(run_url + text, quote=True)}' "
+    if column == "run_id" and run_link and text:
+        return (f"<td class='id'><a href='{html.escape(run_link(text), quote=True)}' "
                 f"target='_blank'>{html.escape(text[:12])}</a></td>")
     if column in ("trial_id", "run_id", "status"):
         return f"<td class='id'>{html.escape(text)}</td>"
