@@ -5,8 +5,11 @@ and scores the search's own held-out test split (the defect-free test strips and
 strip, as ``vae.data.splits`` assigns them) with ``aitexvae score``. Prints the training-free
 floor beside it (a Gaussian blur as the "reconstruction", shared/notes/detection-levers.md), the
 per-fabric table, the DRA-protocol AUROC (anomalous patches vs patches of defect-free strips) and
-last ``ratio fabric-matched-auroc: X`` (anomalous patches vs the clean patches of the same
-defective strips).
+the fabric-matched AUROC (anomalous patches vs the clean patches of the same defective strips),
+for the champion's own scorer and, side by side on the same champion, for ``aitexvae score
+--reference strip`` (each patch against the other patches of its strip). Ends with
+``ratio fabric-matched-auroc-strip-reference: X``. ``--work DIR`` keeps the outputs; run again
+with the same DIR and a champion already pulled there, it only scores.
 
     .venv/bin/python bench/real_quality.py --data-root ../shared/data/aitex-dev
     .venv/bin/python bench/real_quality.py --space my_space.yaml --num-samples 4 --max-epochs 6
@@ -128,32 +131,45 @@ def main() -> int:
             "--max-epochs", str(args.max_epochs), "--seed", str(args.seed),
             "--storage-path", str(work / "ray_results"), "--tracking-uri", store,
             *(["--space", args.space] if args.space else []), *args.extra]
-    tune_s = _run(tune, work / "tune.log")
-    print((work / "tune.log").read_text().split("Search finished")[-1][:3000])
-    _run([*CLI, "pull", "--tracking-uri", store, "--out", str(work / "champion")],
-         work / "pull.log")
+    if (work / "champion" / "config.json").is_file():
+        tune_s = 0.0
+        print(f"reusing the champion in {work / 'champion'}")
+    else:
+        tune_s = _run(tune, work / "tune.log")
+        print((work / "tune.log").read_text().split("Search finished")[-1][:3000])
+        _run([*CLI, "pull", "--tracking-uri", store, "--out", str(work / "champion")],
+             work / "pull.log")
     test_root = link_test_set(root, strips, work / "test_set")
-    score_s = _run([*CLI, "score", "--model", str(work / "champion"), "--data-root",
-                    str(test_root), "--format", "aitex", "--out", str(work / "score")],
-                   work / "score.log")
-    metrics = json.loads((work / "score" / "metrics.json").read_text())
-    scores, labels, files, fabrics = read_scores(work / "score", test)
-    strip_ids = np.array([Path(f).with_suffix("").as_posix() for f in files])
     config = json.loads((work / "champion" / "config.json").read_text())["config"]
-
     print(f"\nchampion: {json.dumps({k: config[k] for k in ('model', 'score')})}")
-    print(f"search {tune_s / 60:.1f} min, scoring {score_s:.0f} s; outputs in {work}")
-    print("\nfabric  anomalous  fabric-matched AUROC")
-    for fabric, values in sorted(metrics.get("per_fabric", {}).items()):
-        n = values.get("n_anomalous", 0)
-        value = values.get("patch_auroc_fabric_matched", float("nan"))
-        print(f"  {fabric:>4}  {n:9d}  {value:.3f}" if n else f"  {fabric:>4}  {n:9d}  -")
-    fm = float(metrics["patch_auroc_fabric_matched"])
-    print(f"\nfloor (blur sigma {FLOOR_SIGMA:g}, no training): fabric-matched {floor_fm:.4f}, "
+    print(f"search {tune_s / 60:.1f} min; outputs in {work}")
+    print(f"floor (blur sigma {FLOOR_SIGMA:g}, no training): fabric-matched {floor_fm:.4f}, "
           f"DRA {floor_dra:.4f}")
-    print(f"DRA-protocol AUROC: {dra_auroc(scores, labels, strip_ids):.4f}")
-    print(f"ratio fabric-matched-auroc: {fm:.4f}")
+    figures = {}
+    for reference in ("none", "strip"):
+        out = work / f"score-{reference}"
+        seconds = _run([*CLI, "score", "--model", str(work / "champion"), "--data-root",
+                        str(test_root), "--format", "aitex", "--out", str(out),
+                        "--reference", reference], work / f"score-{reference}.log")
+        figures[reference] = report(out, test, f"--reference {reference}", seconds)
+    print(f"ratio fabric-matched-auroc-strip-reference: {figures['strip']:.4f}")
     return 0
+
+
+def report(out: Path, test, name: str, seconds: float) -> float:
+    """Print one scoring's figures; returns its fabric-matched AUROC."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    scores, labels, files, _ = read_scores(out, test)
+    strip_ids = np.array([Path(f).with_suffix("").as_posix() for f in files])
+    per_fabric = ", ".join(
+        f"{fabric} {values['patch_auroc_fabric_matched']:.2f} ({values['n_anomalous']})"
+        for fabric, values in sorted(metrics.get("per_fabric", {}).items())
+        if values.get("n_anomalous", 0))
+    figure = float(metrics["patch_auroc_fabric_matched"])
+    print(f"{name:20s} fabric-matched {figure:.4f}  DRA "
+          f"{dra_auroc(scores, labels, strip_ids):.4f}  scoring {seconds:.0f} s  "
+          f"(per fabric, anomalous patches: {per_fabric})", flush=True)
+    return figure
 
 
 if __name__ == "__main__":

@@ -69,15 +69,38 @@ def fit_projection(residuals: torch.Tensor, size: int, dimensions: int, samples:
     return mean, v[:, :dimensions]
 
 
+def dct_basis(size: int, dimensions: int) -> torch.Tensor:
+    """(size², dimensions): orthonormal 2-D DCT-II functions, lowest frequencies first."""
+    n = torch.arange(size, dtype=torch.float64)
+    one = torch.cos(torch.pi * (n[None, :] + 0.5) * n[:, None] / size)  # (freq, pos)
+    one[0] /= 2 ** 0.5
+    one *= (2 / size) ** 0.5
+    pairs = sorted(((u, v) for u in range(size) for v in range(size)),
+                   key=lambda p: (p[0] + p[1], p))[:dimensions]
+    return torch.stack([torch.outer(one[u], one[v]).flatten() for u, v in pairs], 1).float()
+
+
+def projection(basis: str, train_r: torch.Tensor, size: int, dimensions: int):
+    """(mean, basis) of the window projection; ``train_r``: the residuals a PCA is fitted on."""
+    if basis in ("train", "pooled"):
+        return fit_projection(train_r, size, dimensions)
+    if basis == "dct":
+        return torch.zeros(size * size), dct_basis(size, dimensions)
+    if basis == "none":
+        return torch.zeros(size * size), torch.eye(size * size)
+    return None  # "strip": fitted per strip in self_reference_scores
+
+
 def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.ndarray, *,
                           size: int, dimensions: int, gap: int,
-                          projection: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
-    """``gap`` g leaves the g patches on either side (by x) out of a patch's reference."""
-    mean, basis = projection
+                          projection: tuple[torch.Tensor, torch.Tensor] | None) -> np.ndarray:
+    """``gap`` g leaves the g patches on either side (by x) out of a patch's reference;
+    ``projection`` None fits each strip's PCA on that strip's own windows (no training state)."""
     scores = np.zeros(len(residuals), np.float32)
     for strip in np.unique(strips):
         members = np.flatnonzero(strips == strip)
         members = members[np.argsort(xs[members], kind="stable")]
+        mean, basis = projection or fit_projection(residuals[members], size, dimensions)
         queries = (windows(residuals[members], size, QUERY_STRIDE) - mean) @ basis
         bank = (windows(residuals[members], size, BANK_STRIDE) - mean) @ basis
         for k, index in enumerate(members):
@@ -111,6 +134,10 @@ def main() -> int:
     parser.add_argument("--dimensions", type=int, default=32)
     parser.add_argument("--gap", type=int, default=0,
                         help="leave this many neighbouring patches out of the reference")
+    parser.add_argument("--basis", choices=("train", "pooled", "strip", "dct", "none"), default="train",
+                        help="window projection: PCA of training residuals, of all the scored "
+                             "patches' residuals, of each strip's own windows, the "
+                             "lowest-frequency 2-D DCT functions, or none")
     parser.add_argument("--raw", action="store_true",
                         help="blur: match raw pixels instead of the high-pass residual")
     args = parser.parse_args()
@@ -133,7 +160,8 @@ def main() -> int:
     start = time.perf_counter()
     scores = self_reference_scores(
         test_r, test.strip, test.x, size=args.window, dimensions=args.dimensions, gap=args.gap,
-        projection=fit_projection(train_r, args.window, args.dimensions))
+        projection=projection(args.basis, test_r if args.basis == "pooled" else train_r,
+                              args.window, args.dimensions))
     figure = report(f"{name} self-reference", scores, test)
     print(f"self-reference scoring: {time.perf_counter() - start:.0f} s "
           f"({len(test.labels) / (time.perf_counter() - start):.1f} patches/s)")

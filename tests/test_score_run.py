@@ -21,6 +21,7 @@ from search.cli import main
 from vae.config import ModelConfig, VAEConfig
 from vae.model import build_model
 from vae.score import CALIBRATION_FILE, Calibration, aupro, score_patches, stitch
+from vae.score.reference import signed_residuals, strip_reference_maps
 from vae.score.run import CSV_COLUMNS
 
 P = 32  # patch = model image size
@@ -259,3 +260,49 @@ def test_folder_layout_is_scored_with_labels(model_dir, tmp_path):
     assert {r["defect_code"] for r in cut_rows} == {"cut"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_anomalous"] == 2 and metrics["n_normal_fabric_matched"] == 1
+
+
+def test_reference_strip_scores_each_image_against_its_own_other_patches(aitex_root, model_dir,
+                                                                         tmp_path, caplog):
+    out = tmp_path / "strip"
+    assert main(["score", "--model", str(model_dir), "--data-root", str(aitex_root),
+                 "--out", str(out), "--batch-size", "5", "--reference", "strip"]) == 0
+    rows = _rows(out)
+    assert {r["decision"] for r in rows} == {""}  # the calibration is for the model's own scores
+    assert "not for --reference strip scores" in caplog.text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reference"] == "strip"
+    model = vae.load(model_dir)
+    for name, (_, width, _) in STRIPS.items():
+        patches, _ = _cut(_strip(aitex_root, name)[0], width)
+        expected = strip_reference_maps(signed_residuals(model, patches)).flatten(1).amax(1)
+        got = [float(r["score"]) for r in rows if r["file"] == name]
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert json.loads((out / "metrics.json").read_text())["n_anomalous"] == 5
+    # With a threshold given, the decisions are that threshold's.
+    decided = tmp_path / "decided"
+    assert main(["score", "--model", str(model_dir), "--data-root", str(aitex_root),
+                 "--out", str(decided), "--reference", "strip", "--threshold", "0.05"]) == 0
+    assert [r["decision"] for r in _rows(decided)] == \
+        [str(int(float(r["score"]) > 0.05)) for r in _rows(decided)]
+
+
+def test_reference_strip_skips_an_image_of_one_patch_and_names_the_way_out(model_dir, tmp_path,
+                                                                         capsys):
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    Image.fromarray(_fabric(P, P, 1)).save(one)
+    Image.fromarray(_fabric(P, 2 * P, 2)).save(two)
+    out = tmp_path / "out"
+    assert main(["score", "--model", str(model_dir), "--images", str(one), str(two),
+                 "--out", str(out), "--reference", "strip"]) == 0
+    assert {r["file"] for r in _rows(out)} == {str(two)}
+    (skipped,) = json.loads((out / "summary.json").read_text())["skipped"]
+    assert skipped["file"] == str(one) and "needs at least 2" in skipped["reason"] \
+        and "--reference none" in skipped["reason"]
+    assert main(["score", "--model", str(model_dir), "--images", str(one),
+                 "--out", str(tmp_path / "none"), "--reference", "strip"]) == 2
+    assert "no image could be scored" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["score", "--model", str(model_dir), "--images", str(one), "--out", str(out),
+              "--reference", "strips"])
+    assert "invalid choice: 'strips'" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from vae.data.errors import DataError
 from vae.data.summary import skip_lines
 from vae.score.calibration import CALIBRATION_FILE, Calibration
 from vae.score.inputs import DATA_FORMATS, dataset_source, files_source
+from vae.score.reference import REFERENCES
 from vae.train import select_device
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ def _threshold(args: argparse.Namespace, model: nn.Module) -> float | None:
             raise ValueError(f"--threshold {args.threshold!r} is invalid; allowed: a finite "
                              "number (patches scoring above it are rejected)")
         return args.threshold
+    if args.reference != "none":
+        logger.warning("the model's calibrated threshold is for its own scores, not for "
+                       "--reference %s scores: the decision column stays empty unless "
+                       "--threshold is given", args.reference)
+        return None
     calibration = getattr(model, "calibration", None)
     path = Path(args.model) / CALIBRATION_FILE
     if not isinstance(calibration, Calibration) and path.is_file():
@@ -95,7 +101,7 @@ def run_score(args: argparse.Namespace, load_model: ModelLoader) -> int:
         report = score_source(model, source, args.out, threshold=threshold,
                               batch_size=args.batch_size, device=device,
                               stride=args.stride, resize=args.resize, max_overlays=args.overlays,
-                              model_name=args.model)
+                              model_name=args.model, reference=args.reference)
     except (ConfigError, DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -153,6 +159,10 @@ def register(subparsers: argparse._SubParsersAction,
                              "(default: as the model's training data, model.input_resize)")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=64)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
+    parser.add_argument("--reference", choices=REFERENCES, default="none",
+                        help="strip: score each patch against the other patches of its own image "
+                             "(a strip), which lifted real-AITEX detection in bench/ (README); "
+                             "its scores are not calibrated: pair it with --threshold")
     parser.add_argument("--threshold", type=float, default=None,
                         help="decision threshold (default: the model's calibration.json)")
     parser.add_argument("--overlays", type=_int_at_least(0), default=20,

@@ -7,7 +7,8 @@ set. Pixel metrics are computed on the stitched maps (a defect cut by a patch bo
 region), resized back to the original image, so metrics and overlays compare with the original
 mask.
 Only the ``max_overlays`` most interesting strips are kept for pictures: defective ones first,
-then the highest-scoring ones.
+then the highest-scoring ones. ``reference="strip"`` scores each image's patches against the
+image's other patches (``vae.score.reference``) instead of with the model's own scorer.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from vae.score.maps import score_patches, scoring_layout
 from vae.score.metrics import evaluate_scores
 from vae.score.overlay import save_overlay
 from vae.score.pixel_metrics import PixelSample
+from vae.score.reference import MIN_PATCHES, REFERENCES, signed_residuals, strip_reference_maps
 from vae.score.stitch import stitch
 
 logger = logging.getLogger(__name__)
@@ -66,9 +68,11 @@ class ScoreReport:
     score_config: dict[str, Any] = field(default_factory=dict)
     nonfinite: int = 0  # patches whose score is NaN/inf: rejected, never accepted
     resize: int = 0  # images were resized to resize² before patching (0: native)
+    reference: str = "none"  # "strip": each patch scored against its image's other patches
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "score_config": self.score_config,
+                "reference": self.reference,
                 "images": self.images, "patches": self.patches, "threshold": self.threshold,
                 "nonfinite_scores": self.nonfinite,
                 "resize": self.resize,
@@ -108,9 +112,11 @@ class _Run:
     """State of one scoring pass: CSV writer, per-patch arrays, pixel sample, overlay heap."""
 
     def __init__(self, model: nn.Module, out: Path, writer: Any, *, threshold: float | None,
-                 batch_size: int, device: torch.device | str | None, max_overlays: int) -> None:
+                 batch_size: int, device: torch.device | str | None, max_overlays: int,
+                 reference: str) -> None:
         self.model, self.out, self.writer, self.threshold = model, out, writer, threshold
         self.batch_size, self.device, self.max_overlays = batch_size, device, max_overlays
+        self.reference = reference
         self.scores: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.files: list[np.ndarray] = []
@@ -122,12 +128,23 @@ class _Run:
     def flush(self, pending: list[_Cut]) -> None:
         if not pending:
             return
-        scores, maps = score_patches(self.model, np.concatenate([c.patches for c in pending]),
-                                     batch_size=self.batch_size, device=self.device)
+        patches = np.concatenate([c.patches for c in pending])
+        if self.reference == "strip":
+            residuals = signed_residuals(self.model, patches, batch_size=self.batch_size,
+                                         device=self.device)
+        else:
+            scores, maps = score_patches(self.model, patches, batch_size=self.batch_size,
+                                         device=self.device)
         start = 0
         for part in pending:
             end = start + len(part.patches)
-            self._strip(part, scores[start:end], maps[start:end])
+            if self.reference == "strip":
+                strip_maps = strip_reference_maps(residuals[start:end])
+                # The reference map is already smoothed over neighbouring windows: its max is
+                # the score bench/self_reference_probe.py measured.
+                self._strip(part, strip_maps.flatten(1).amax(1).numpy(), strip_maps.numpy())
+            else:
+                self._strip(part, scores[start:end], maps[start:end])
             start = end
         pending.clear()
 
@@ -186,12 +203,17 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                  threshold: float | None = None, batch_size: int = 64,
                  device: torch.device | str | None = None, stride: int | None = None,
                  resize: int | None = None, min_defect_pixels: int = 1,
-                 max_overlays: int = 20, model_name: str | None = None) -> ScoreReport:
+                 max_overlays: int = 20, model_name: str | None = None,
+                 reference: str = "none") -> ScoreReport:
     """Score every image of ``source`` with ``model`` (its own ``config.score``) into ``out_dir``.
 
     ``threshold`` (e.g. from the model's ``calibration.json``) fills the ``decision`` column
     (1 = anomalous: score > threshold). Bad images are skipped and listed, never fatal.
+    ``reference="strip"`` scores each image's patches against its other patches (an image with
+    fewer than two patches is skipped); the model's calibration does not apply to those scores.
     """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference={reference!r} is invalid; allowed: {', '.join(REFERENCES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     patch_size = model.config.model.image_size
@@ -209,17 +231,22 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                        resize, trained_resize)
     report = ScoreReport(out_dir=out, skipped=list(source.skipped), threshold=threshold,
                          model=model_name, score_config=asdict(model.config.score),
-                         resize=resize)
+                         resize=resize, reference=reference)
     started = last_log = time.monotonic()
     with scoring_layout(model), open(out / SCORES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         run = _Run(model, out, writer, threshold=threshold, batch_size=batch_size,
-                   device=device, max_overlays=max_overlays)
+                   device=device, max_overlays=max_overlays, reference=reference)
         pending: list[_Cut] = []
         for number, entry in enumerate(source.items, start=1):
             part = entry if isinstance(entry, Issue) else \
                 _cut(entry, patch_size, stride, resize, min_defect_pixels)
+            if reference == "strip" and isinstance(part, _Cut) and len(part.patches) < MIN_PATCHES:
+                part = Issue(part.item.file, f"{len(part.patches)} patch: --reference strip "
+                             f"compares a patch with the other patches of its image and needs "
+                             f"at least {MIN_PATCHES}; score it with --reference none",
+                             kind="reference")
             if isinstance(part, Issue):
                 logger.warning("skipping %s: %s", part.file, part.reason)
                 report.skipped.append(part)

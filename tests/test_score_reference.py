@@ -1,0 +1,66 @@
+"""The strip as its own reference (``vae.score.reference``) on strips this test weaves itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vae.score.reference import strip_reference_maps
+
+P = 64
+
+
+def _weave(count: int, period: float, contrast: float, seed: int) -> torch.Tensor:
+    """(count, P, P) signed residuals of one strip: a periodic weave plus noise, as a
+    reconstruction that blurs the weave leaves it."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:P, :P * count]
+    weave = contrast * np.sin(2 * np.pi * xx / period) * np.cos(2 * np.pi * yy / period)
+    strip = weave + rng.normal(0, 0.01, weave.shape)
+    return torch.from_numpy(np.stack(np.split(strip, count, axis=1))).float()
+
+
+def test_a_defect_found_nowhere_else_on_its_strip_scores_highest_where_it_is():
+    strip = _weave(8, period=6.0, contrast=0.05, seed=0)
+    strip[5, 38:44, 18:24] += 0.15  # a small bright knot in patch 5
+    maps = strip_reference_maps(strip)
+    assert maps.shape == (8, P, P) and maps.dtype == torch.float32
+    scores = maps.flatten(1).amax(1)
+    assert int(scores.argmax()) == 5
+    assert float(scores[5]) > 2 * float(torch.cat([scores[:5], scores[6:]]).max())
+    y, x = np.unravel_index(int(maps[5].argmax()), (P, P))
+    assert abs(y - 41) <= 10 and abs(x - 21) <= 10, (y, x)
+
+
+def test_a_strip_unlike_the_others_is_not_a_defect_its_own_knot_is():
+    # A strip of another weave and contrast (another roll, another light) scores as low as a
+    # plain strip: it is compared only with itself.
+    plain = strip_reference_maps(_weave(6, period=6.0, contrast=0.05, seed=1)).flatten(1).amax(1)
+    other = _weave(6, period=9.0, contrast=0.12, seed=2)
+    other_scores = strip_reference_maps(other).flatten(1).amax(1)
+    assert float(other_scores.max()) < 2 * float(plain.max())
+    other[2, 10:16, 40:46] -= 0.3
+    knotted = strip_reference_maps(other).flatten(1).amax(1)
+    assert int(knotted.argmax()) == 2 and float(knotted[2]) > 2 * float(other_scores.max())
+
+
+def test_the_maps_are_deterministic_and_the_patch_itself_is_never_its_own_reference():
+    strip = _weave(3, period=6.0, contrast=0.05, seed=3)
+    first, second = strip_reference_maps(strip), strip_reference_maps(strip.clone())
+    assert torch.equal(first, second)
+    # Two identical patches match each other exactly; a third, different one does not.
+    twins = torch.stack([strip[0], strip[0], strip[1] + 0.2 * torch.rand(P, P)])
+    scores = strip_reference_maps(twins).flatten(1).amax(1)
+    assert float(scores[0]) == pytest.approx(0.0, abs=1e-3) and float(scores[2]) > 0.1
+
+
+@pytest.mark.parametrize(("residuals", "kwargs", "message"), [
+    (torch.zeros(1, P, P), {}, r"at least 2 patches of one strip, got 1"),
+    (torch.zeros(4, P), {}, r"must have shape \(N, H, W\), got \(4, 64\)"),
+    (torch.zeros(4, P, P), {"window": 80}, r"window=80, dimensions=32 are invalid for 64×64"),
+    (torch.zeros(4, P, P), {"window": 4, "dimensions": 17}, r"1 ≤ dimensions ≤ window²"),
+])
+def test_bad_input_is_one_clear_error(residuals, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        strip_reference_maps(residuals, **kwargs)
