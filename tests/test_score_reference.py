@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vae.score.reference import strip_reference_maps
+from vae.score.reference import has_reference, strip_reference_maps
 
 P = 64
 
@@ -55,12 +55,42 @@ def test_the_maps_are_deterministic_and_the_patch_itself_is_never_its_own_refere
     assert float(scores[0]) == pytest.approx(0.0, abs=1e-3) and float(scores[2]) > 0.1
 
 
+def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
+    # Patches cut at half the patch size: the knot of patch 4 lies in patch 3 or 5 too, so with
+    # them as references it would match itself.
+    strip = _weave(1, period=6.0, contrast=0.05, seed=4)[0]
+    wide = torch.cat([strip] + [_weave(1, period=6.0, contrast=0.05, seed=5 + i)[0]
+                                for i in range(4)], 1)  # (P, 5P)
+    wide[40:46, 150:156] += 0.15  # at x 150..156: inside the patches at x 96 and 128
+    corners = np.array([(x, 0) for x in range(0, 4 * P + 1, P // 2)])
+    patches = torch.stack([wide[:, x:x + P] for x, _ in corners])
+    blind = strip_reference_maps(patches).flatten(1).amax(1)  # as if none overlapped
+    seen = strip_reference_maps(patches, corners).flatten(1).amax(1)
+    knotted = [k for k, (x, _) in enumerate(corners) if x <= 150 and x + P >= 156]
+    clean = [k for k in range(len(corners)) if k not in knotted]
+    assert float(seen[knotted].min()) > 2 * float(seen[clean].max())
+    assert float(blind[knotted].min()) < float(seen[knotted].min()) / 2  # it matched itself
+
+
 @pytest.mark.parametrize(("residuals", "kwargs", "message"), [
     (torch.zeros(1, P, P), {}, r"at least 2 patches of one strip, got 1"),
     (torch.zeros(4, P), {}, r"must have shape \(N, H, W\), got \(4, 64\)"),
     (torch.zeros(4, P, P), {"window": 80}, r"window=80, dimensions=32 are invalid for 64×64"),
     (torch.zeros(4, P, P), {"window": 4, "dimensions": 17}, r"1 ≤ dimensions ≤ window²"),
+    (torch.zeros(2, P, P), {"corners": np.array([(0, 0), (P // 2, 0)])},
+     r"the patch at \(0, 0\) overlaps every other patch of its strip"),
+    (torch.zeros(2, P, P), {"corners": np.zeros((3, 2))}, r"corners must have shape \(2, 2\)"),
 ])
 def test_bad_input_is_one_clear_error(residuals, kwargs, message):
     with pytest.raises(ValueError, match=message):
         strip_reference_maps(residuals, **kwargs)
+
+
+def test_a_strip_can_be_referenced_only_with_a_disjoint_patch_for_every_patch():
+    assert has_reference(np.array([(0, 0), (P, 0)]), P, P)
+    assert not has_reference(np.array([(0, 0)]), P, P)
+    assert not has_reference(np.array([(0, 0), (P // 2, 0)]), P, P)
+    assert not has_reference(np.array([(0, 0), (P // 2, 0), (P, 0)]), P, P)  # P/2 meets both
+    assert has_reference(np.array([(x, 0) for x in range(0, 2 * P, P // 2)]), P, P)
+    assert has_reference(np.array([(0, 0), (0, P)]), P, P)  # rows of patches count too
+

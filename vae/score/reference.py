@@ -48,6 +48,24 @@ def _windows(residuals: torch.Tensor, size: int, stride: int) -> torch.Tensor:
     return F.unfold(residuals[:, None], size, stride=stride).transpose(1, 2)
 
 
+def _disjoint(corners: np.ndarray | None, count: int, height: int, width: int) -> np.ndarray:
+    """(N, N) bool: patch j shares no pixel with patch k (and is not k)."""
+    if corners is None:
+        return ~np.eye(count, dtype=bool)
+    corners = np.asarray(corners)
+    if corners.shape != (count, 2):
+        raise ValueError(f"corners must have shape ({count}, 2), got {corners.shape}")
+    dx = np.abs(corners[:, None, 0] - corners[None, :, 0])
+    dy = np.abs(corners[:, None, 1] - corners[None, :, 1])
+    return (dx >= width) | (dy >= height)
+
+
+def has_reference(corners: np.ndarray, height: int, width: int) -> bool:
+    """Whether every patch of a strip has another that shares no pixel with it."""
+    return len(corners) >= MIN_PATCHES and \
+        bool(_disjoint(corners, len(corners), height, width).any(1).all())
+
+
 def _basis(queries: torch.Tensor, dimensions: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and top ``dimensions`` principal axes of (M, D) windows (exact, deterministic)."""
     flat = queries.reshape(-1, queries.shape[-1]).double()
@@ -57,13 +75,17 @@ def _basis(queries: torch.Tensor, dimensions: int) -> tuple[torch.Tensor, torch.
     return mean.float(), vectors[:, -dimensions:].flip(1).float()
 
 
-def strip_reference_maps(residuals: torch.Tensor | np.ndarray, *, window: int = WINDOW,
+def strip_reference_maps(residuals: torch.Tensor | np.ndarray,
+                         corners: np.ndarray | None = None, *, window: int = WINDOW,
                          dimensions: int = DIMENSIONS) -> torch.Tensor:
     """(N, H, W) signed residuals of one strip's N patches → (N, H, W) float32 anomaly maps.
 
     Each map is the distance of the patch's windows to their nearest window in the strip's other
     patches, smoothed over 3×3 neighbouring windows and resized to the patch (bilinear), so maps
-    stitch and reduce like any other anomaly map.
+    stitch and reduce like any other anomaly map. ``corners`` (N, 2) (x, y): where the patches
+    lie in the strip; a patch that shares pixels with the scored one (a stride below the patch
+    size) is left out of its reference, or its own defect would be found there. None: the
+    patches do not overlap.
     """
     residuals = torch.as_tensor(residuals, dtype=torch.float32)
     if residuals.ndim != 3:
@@ -82,9 +104,16 @@ def strip_reference_maps(residuals: torch.Tensor | np.ndarray, *, window: int = 
     bank = (_windows(residuals, window, BANK_STRIDE) - mean) @ basis  # (N, Lb, d)
     rows = (height - window) // QUERY_STRIDE + 1
     cols = (width - window) // QUERY_STRIDE + 1
+    disjoint = _disjoint(corners, count, height, width)
     maps = torch.empty(count, height, width)
     for k in range(count):
-        others = torch.cat([bank[:k], bank[k + 1:]]).reshape(-1, bank.shape[-1])
+        if not disjoint[k].any():
+            x, y = (int(v) for v in corners[k])
+            raise ValueError(f"the patch at ({x}, {y}) overlaps every other patch of its "
+                             "strip, so nothing is left to compare it with; allowed: a strip "
+                             "with at least one patch that shares no pixel with it (a larger "
+                             "stride)")
+        others = bank[torch.from_numpy(disjoint[k])].reshape(-1, bank.shape[-1])
         distance = torch.cdist(queries[k], others).amin(1).view(1, 1, rows, cols)
         smoothed = F.avg_pool2d(distance, 3, stride=1, padding=1)
         maps[k] = F.interpolate(smoothed, size=(height, width), mode="bilinear",

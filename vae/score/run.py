@@ -39,7 +39,13 @@ from vae.score.maps import score_patches, scoring_layout
 from vae.score.metrics import evaluate_scores
 from vae.score.overlay import save_overlay
 from vae.score.pixel_metrics import PixelSample
-from vae.score.reference import MIN_PATCHES, REFERENCES, signed_residuals, strip_reference_maps
+from vae.score.reference import (
+    MIN_PATCHES,
+    REFERENCES,
+    has_reference,
+    signed_residuals,
+    strip_reference_maps,
+)
 from vae.score.stitch import stitch
 
 logger = logging.getLogger(__name__)
@@ -139,7 +145,8 @@ class _Run:
         for part in pending:
             end = start + len(part.patches)
             if self.reference == "strip":
-                strip_maps = strip_reference_maps(residuals[start:end])
+                strip_maps = strip_reference_maps(residuals[start:end],
+                                                  np.stack([part.xs, part.ys], 1))
                 # The reference map is already smoothed over neighbouring windows: its max is
                 # the score bench/self_reference_probe.py measured.
                 self._strip(part, strip_maps.flatten(1).amax(1).numpy(), strip_maps.numpy())
@@ -242,11 +249,12 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
         for number, entry in enumerate(source.items, start=1):
             part = entry if isinstance(entry, Issue) else \
                 _cut(entry, patch_size, stride, resize, min_defect_pixels)
-            if reference == "strip" and isinstance(part, _Cut) and len(part.patches) < MIN_PATCHES:
-                part = Issue(part.item.file, f"{len(part.patches)} patch: --reference strip "
-                             f"compares a patch with the other patches of its image and needs "
-                             f"at least {MIN_PATCHES}; score it with --reference none",
-                             kind="reference")
+            if reference == "strip" and isinstance(part, _Cut) and not has_reference(
+                    np.stack([part.xs, part.ys], 1), patch_size, patch_size):
+                part = Issue(part.item.file, f"{len(part.patches)} patch(es): --reference strip "
+                             f"compares a patch with the patches of its image that share no "
+                             f"pixel with it and needs at least {MIN_PATCHES} such; score it "
+                             "with --reference none", kind="reference")
             if isinstance(part, Issue):
                 logger.warning("skipping %s: %s", part.file, part.reason)
                 report.skipped.append(part)
