@@ -72,7 +72,8 @@ def link_test_set(root: Path, strips, folder: Path) -> Path:
         for relative in (info.file, *info.mask_files):
             target = folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(root / relative)
+            if not target.is_symlink():  # a reused --work folder has them already
+                target.symlink_to(root / relative)
     for name in ("Defect_images", "Mask_images", "NODefect_images"):
         (folder / name).mkdir(exist_ok=True)
     return folder
