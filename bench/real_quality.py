@@ -134,7 +134,8 @@ def main() -> int:
             *(["--space", args.space] if args.space else []), *args.extra]
     if (work / "champion" / "config.json").is_file():
         tune_s = 0.0
-        print(f"reusing the champion in {work / 'champion'}")
+        print(f"reusing the champion in {work / 'champion'} (no search: --num-samples, "
+              "--space and --extra do not apply)")
     else:
         tune_s = _run(tune, work / "tune.log")
         print((work / "tune.log").read_text().split("Search finished")[-1][:3000])
@@ -163,7 +164,8 @@ def report(out: Path, test, name: str, seconds: float) -> float:
     scores, labels, files, _ = read_scores(out, test)
     strip_ids = np.array([Path(f).with_suffix("").as_posix() for f in files])
     per_fabric = ", ".join(
-        f"{fabric} {values['patch_auroc_fabric_matched']:.2f} ({values['n_anomalous']})"
+        f"{fabric} {values.get('patch_auroc_fabric_matched', float('nan')):.2f} "
+        f"({values['n_anomalous']})"
         for fabric, values in sorted(metrics.get("per_fabric", {}).items())
         if values.get("n_anomalous", 0))
     figure = float(metrics["patch_auroc_fabric_matched"])

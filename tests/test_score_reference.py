@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vae.score.reference import has_reference, strip_reference_maps
+from vae.score.reference import lonely_patch, strip_reference
 
 P = 64
 
@@ -24,9 +24,11 @@ def _weave(count: int, period: float, contrast: float, seed: int) -> torch.Tenso
 def test_a_defect_found_nowhere_else_on_its_strip_scores_highest_where_it_is():
     strip = _weave(8, period=6.0, contrast=0.05, seed=0)
     strip[5, 38:44, 18:24] += 0.15  # a small bright knot in patch 5
-    maps = strip_reference_maps(strip)
-    assert maps.shape == (8, P, P) and maps.dtype == torch.float32
-    scores = maps.flatten(1).amax(1)
+    maps, scores = strip_reference(strip)
+    assert maps.shape == (8, P, P) and maps.dtype == torch.float32 and scores.shape == (8,)
+    # The map spreads the same distances over pixels: its peak is the score, up to that mean.
+    assert torch.all(maps.flatten(1).amax(1) <= scores + 1e-6)
+    assert torch.all(maps.flatten(1).amax(1) >= 0.5 * scores)
     assert int(scores.argmax()) == 5
     assert float(scores[5]) > 2 * float(torch.cat([scores[:5], scores[6:]]).max())
     y, x = np.unravel_index(int(maps[5].argmax()), (P, P))
@@ -36,22 +38,22 @@ def test_a_defect_found_nowhere_else_on_its_strip_scores_highest_where_it_is():
 def test_a_strip_unlike_the_others_is_not_a_defect_its_own_knot_is():
     # A strip of another weave and contrast (another roll, another light) scores as low as a
     # plain strip: it is compared only with itself.
-    plain = strip_reference_maps(_weave(6, period=6.0, contrast=0.05, seed=1)).flatten(1).amax(1)
+    plain = strip_reference(_weave(6, period=6.0, contrast=0.05, seed=1))[1]
     other = _weave(6, period=9.0, contrast=0.12, seed=2)
-    other_scores = strip_reference_maps(other).flatten(1).amax(1)
+    other_scores = strip_reference(other)[1]
     assert float(other_scores.max()) < 2 * float(plain.max())
     other[2, 10:16, 40:46] -= 0.3
-    knotted = strip_reference_maps(other).flatten(1).amax(1)
+    knotted = strip_reference(other)[1]
     assert int(knotted.argmax()) == 2 and float(knotted[2]) > 2 * float(other_scores.max())
 
 
 def test_the_maps_are_deterministic_and_the_patch_itself_is_never_its_own_reference():
     strip = _weave(3, period=6.0, contrast=0.05, seed=3)
-    first, second = strip_reference_maps(strip), strip_reference_maps(strip.clone())
-    assert torch.equal(first, second)
+    first, second = strip_reference(strip), strip_reference(strip.clone())
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     # Two identical patches match each other exactly; a third, different one does not.
     twins = torch.stack([strip[0], strip[0], strip[1] + 0.2 * torch.rand(P, P)])
-    scores = strip_reference_maps(twins).flatten(1).amax(1)
+    scores = strip_reference(twins)[1]
     assert float(scores[0]) == pytest.approx(0.0, abs=1e-3) and float(scores[2]) > 0.1
 
 
@@ -64,8 +66,8 @@ def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
     wide[40:46, 150:156] += 0.15  # at x 150..156: inside the patches at x 96 and 128
     corners = np.array([(x, 0) for x in range(0, 4 * P + 1, P // 2)])
     patches = torch.stack([wide[:, x:x + P] for x, _ in corners])
-    blind = strip_reference_maps(patches).flatten(1).amax(1)  # as if none overlapped
-    seen = strip_reference_maps(patches, corners).flatten(1).amax(1)
+    blind = strip_reference(patches)[1]  # as if none overlapped
+    seen = strip_reference(patches, corners)[1]
     knotted = [k for k, (x, _) in enumerate(corners) if x <= 150 and x + P >= 156]
     clean = [k for k in range(len(corners)) if k not in knotted]
     assert float(seen[knotted].min()) > 2 * float(seen[clean].max())
@@ -78,19 +80,20 @@ def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
     (torch.zeros(4, P, P), {"window": 80}, r"window=80, dimensions=32 are invalid for 64×64"),
     (torch.zeros(4, P, P), {"window": 4, "dimensions": 17}, r"1 ≤ dimensions ≤ window²"),
     (torch.zeros(2, P, P), {"corners": np.array([(0, 0), (P // 2, 0)])},
-     r"the patch at \(0, 0\) overlaps every other patch of its strip"),
+     r"the patch at \(0, 0\) overlaps every other patch of its strip.*stride of at least the "
+     r"patch size \(64\)"),
     (torch.zeros(2, P, P), {"corners": np.zeros((3, 2))}, r"corners must have shape \(2, 2\)"),
 ])
 def test_bad_input_is_one_clear_error(residuals, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        strip_reference_maps(residuals, **kwargs)
+        strip_reference(residuals, **kwargs)
 
 
 def test_a_strip_can_be_referenced_only_with_a_disjoint_patch_for_every_patch():
-    assert has_reference(np.array([(0, 0), (P, 0)]), P, P)
-    assert not has_reference(np.array([(0, 0)]), P, P)
-    assert not has_reference(np.array([(0, 0), (P // 2, 0)]), P, P)
-    assert not has_reference(np.array([(0, 0), (P // 2, 0), (P, 0)]), P, P)  # P/2 meets both
-    assert has_reference(np.array([(x, 0) for x in range(0, 2 * P, P // 2)]), P, P)
-    assert has_reference(np.array([(0, 0), (0, P)]), P, P)  # rows of patches count too
+    assert lonely_patch(np.array([(0, 0), (P, 0)]), P, P) is None
+    assert lonely_patch(np.array([(0, 0)]), P, P) == (0, 0)
+    assert lonely_patch(np.array([(0, 0), (P // 2, 0)]), P, P) == (0, 0)
+    assert lonely_patch(np.array([(0, 0), (P // 2, 0), (P, 0)]), P, P) == (P // 2, 0)
+    assert lonely_patch(np.array([(x, 0) for x in range(0, 2 * P, P // 2)]), P, P) is None
+    assert lonely_patch(np.array([(0, 0), (0, P)]), P, P) is None  # rows of patches count too
 

@@ -21,7 +21,7 @@ from search.cli import main
 from vae.config import ModelConfig, VAEConfig
 from vae.model import build_model
 from vae.score import CALIBRATION_FILE, Calibration, aupro, score_patches, stitch
-from vae.score.reference import signed_residuals, strip_reference_maps
+from vae.score.reference import REFERENCE_SCORER, signed_residuals, strip_reference
 from vae.score.run import CSV_COLUMNS
 
 P = 32  # patch = model image size
@@ -271,13 +271,12 @@ def test_reference_strip_scores_each_image_against_its_own_other_patches(aitex_r
     assert {r["decision"] for r in rows} == {""}  # the calibration is for the model's own scores
     assert "not for --reference strip scores" in caplog.text
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["reference"] == "strip"
+    assert summary["reference"] == "strip" and summary["score_config"] == REFERENCE_SCORER
     model = vae.load(model_dir)
     for name, (_, width, _) in STRIPS.items():
         patches, xs = _cut(_strip(aitex_root, name)[0], width)
         corners = np.stack([xs, np.zeros_like(xs)], 1)  # 0006 ends on a patch overlapping one
-        expected = strip_reference_maps(signed_residuals(model, patches),
-                                        corners).flatten(1).amax(1)
+        _, expected = strip_reference(signed_residuals(model, patches), corners)
         got = [float(r["score"]) for r in rows if r["file"] == name]
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert json.loads((out / "metrics.json").read_text())["n_anomalous"] == 5
@@ -299,8 +298,14 @@ def test_reference_strip_skips_an_image_of_one_patch_and_names_the_way_out(model
                  "--out", str(out), "--reference", "strip"]) == 0
     assert {r["file"] for r in _rows(out)} == {str(two)}
     (skipped,) = json.loads((out / "summary.json").read_text())["skipped"]
-    assert skipped["file"] == str(one) and "needs at least 2 such" in skipped["reason"] \
-        and "--reference none" in skipped["reason"]
+    assert skipped["file"] == str(one) and "the patch at (0, 0)" in skipped["reason"] \
+        and f"--stride {P}, or --reference none" in skipped["reason"]
+    # At half the patch size, the middle patch of a two-patch-wide image meets both others.
+    half = tmp_path / "half"
+    assert main(["score", "--model", str(model_dir), "--images", str(two), "--out", str(half),
+                 "--reference", "strip", "--stride", str(P // 2)]) == 2
+    (skipped,) = json.loads((half / "summary.json").read_text())["skipped"]
+    assert f"the patch at ({P // 2}, 0) shares pixels with every other patch" in skipped["reason"]
     assert main(["score", "--model", str(model_dir), "--images", str(one),
                  "--out", str(tmp_path / "none"), "--reference", "strip"]) == 2
     assert "no image could be scored" in capsys.readouterr().err

@@ -35,16 +35,16 @@ from vae.data.readers import TOO_SMALL, fit
 from vae.data.resize import resize_map
 from vae.score.calibration import decide
 from vae.score.inputs import Item, Source
-from vae.score.maps import score_patches, scoring_layout
+from vae.score.maps import score_patches, scoring_layout, scoring_precision
 from vae.score.metrics import evaluate_scores
 from vae.score.overlay import save_overlay
 from vae.score.pixel_metrics import PixelSample
 from vae.score.reference import (
-    MIN_PATCHES,
+    REFERENCE_SCORER,
     REFERENCES,
-    has_reference,
+    lonely_patch,
     signed_residuals,
-    strip_reference_maps,
+    strip_reference,
 )
 from vae.score.stitch import stitch
 
@@ -145,11 +145,10 @@ class _Run:
         for part in pending:
             end = start + len(part.patches)
             if self.reference == "strip":
-                strip_maps = strip_reference_maps(residuals[start:end],
-                                                  np.stack([part.xs, part.ys], 1))
-                # The reference map is already smoothed over neighbouring windows: its max is
-                # the score bench/self_reference_probe.py measured.
-                self._strip(part, strip_maps.flatten(1).amax(1).numpy(), strip_maps.numpy())
+                with scoring_precision(residuals.device):  # no TF32 in the distances either
+                    strip_maps, strip_scores = strip_reference(
+                        residuals[start:end], np.stack([part.xs, part.ys], 1))
+                self._strip(part, strip_scores.cpu().numpy(), strip_maps.cpu().numpy())
             else:
                 self._strip(part, scores[start:end], maps[start:end])
             start = end
@@ -237,8 +236,9 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                        "(0 = native): its calibration threshold may not fit these scores",
                        resize, trained_resize)
     report = ScoreReport(out_dir=out, skipped=list(source.skipped), threshold=threshold,
-                         model=model_name, score_config=asdict(model.config.score),
-                         resize=resize, reference=reference)
+                         model=model_name, resize=resize, reference=reference,
+                         score_config=asdict(model.config.score) if reference == "none"
+                         else dict(REFERENCE_SCORER))
     started = last_log = time.monotonic()
     with scoring_layout(model), open(out / SCORES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -249,12 +249,13 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
         for number, entry in enumerate(source.items, start=1):
             part = entry if isinstance(entry, Issue) else \
                 _cut(entry, patch_size, stride, resize, min_defect_pixels)
-            if reference == "strip" and isinstance(part, _Cut) and not has_reference(
-                    np.stack([part.xs, part.ys], 1), patch_size, patch_size):
-                part = Issue(part.item.file, f"{len(part.patches)} patch(es): --reference strip "
-                             f"compares a patch with the patches of its image that share no "
-                             f"pixel with it and needs at least {MIN_PATCHES} such; score it "
-                             "with --reference none", kind="reference")
+            lonely = lonely_patch(np.stack([part.xs, part.ys], 1), patch_size, patch_size) \
+                if reference == "strip" and isinstance(part, _Cut) else None
+            if lonely is not None:
+                part = Issue(part.item.file, f"the patch at {lonely} shares pixels with every "
+                             "other patch of the image (or is its only one): --reference strip "
+                             "compares a patch with patches that share none; use --stride "
+                             f"{patch_size}, or --reference none", kind="reference")
             if isinstance(part, Issue):
                 logger.warning("skipping %s: %s", part.file, part.reason)
                 report.skipped.append(part)
