@@ -115,7 +115,7 @@ def test_one_parent_one_child_per_trial_with_params_and_one_value_per_epoch(trac
         profile = json.loads(dataset.profile)
         assert profile["patches"] == splits.summary.patches
         assert profile["splits"]["train"]["patches"] == len(splits.train)
-    experiment = client.get_experiment(parent.info.experiment_id)  # the UI opens on its runs
+    experiment = client.get_experiment(parent.info.experiment_id)  # kind, for UIs that read it
     assert experiment.tags[names.TAG_EXPERIMENT_KIND] == "custom_model_development"
     children = _children(tracked)
     assert set(children) == {r.metrics["trial_id"] for r in results}

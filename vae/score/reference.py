@@ -109,9 +109,9 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
                          f"{height}×{width} patches; allowed: window ≤ {min(height, width)}, "
                          f"1 ≤ dimensions ≤ window²")
     disjoint = torch.from_numpy(_disjoint(corners, count, height, width)).to(residuals.device)
-    lonely = (~disjoint.any(1)).nonzero()
-    if len(lonely):
-        x, y = (int(v) for v in corners[int(lonely[0])])
+    lonely = None if corners is None else lonely_patch(corners, height, width)
+    if lonely is not None:
+        x, y = lonely
         raise ValueError(f"the patch at ({x}, {y}) overlaps every other patch of its strip, so "
                          f"nothing is left to compare it with; allowed: patches cut at a stride "
                          f"of at least the patch size ({width})")

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,11 @@ class _Cut:
     ys: np.ndarray
     shape: tuple[int, int]  # (H, W) the patches were cut from (after resizing)
 
+    @property
+    def corners(self) -> np.ndarray:
+        """(n, 2) (x, y) of each patch in the image."""
+        return np.stack([self.xs, self.ys], 1)
+
 
 class _Run:
     """State of one scoring pass: CSV writer, per-patch arrays, pixel sample, overlay heap."""
@@ -135,24 +141,28 @@ class _Run:
         if not pending:
             return
         patches = np.concatenate([c.patches for c in pending])
-        if self.reference == "strip":
-            residuals = signed_residuals(self.model, patches, batch_size=self.batch_size,
-                                         device=self.device)
-        else:
-            scores, maps = score_patches(self.model, patches, batch_size=self.batch_size,
-                                         device=self.device)
-        start = 0
-        for part in pending:
-            end = start + len(part.patches)
-            if self.reference == "strip":
-                with scoring_precision(residuals.device):  # no TF32 in the distances either
-                    strip_maps, strip_scores = strip_reference(
-                        residuals[start:end], np.stack([part.xs, part.ys], 1))
-                self._strip(part, strip_scores.cpu().numpy(), strip_maps.cpu().numpy())
-            else:
-                self._strip(part, scores[start:end], maps[start:end])
-            start = end
+        score = self._referenced if self.reference == "strip" else self._own
+        for part, (scores, maps) in zip(pending, score(patches, pending), strict=True):
+            self._strip(part, scores, maps)
         pending.clear()
+
+    def _own(self, patches: np.ndarray, parts: list[_Cut]) -> Iterator[tuple[np.ndarray, ...]]:
+        """Each part's (scores, maps) from the model's own scorer, in one pass over ``patches``."""
+        scores, maps = score_patches(self.model, patches, batch_size=self.batch_size,
+                                     device=self.device)
+        bounds = np.cumsum([len(part.patches) for part in parts])[:-1]
+        yield from zip(np.split(scores, bounds), np.split(maps, bounds), strict=True)
+
+    def _referenced(self, patches: np.ndarray, parts: list[_Cut]
+                    ) -> Iterator[tuple[np.ndarray, ...]]:
+        """Each part's (scores, maps) against the part's own other patches."""
+        residuals = signed_residuals(self.model, patches, batch_size=self.batch_size,
+                                     device=self.device)
+        bounds = np.cumsum([len(part.patches) for part in parts])[:-1].tolist()
+        for part, strip in zip(parts, torch.tensor_split(residuals, bounds), strict=True):
+            with scoring_precision(residuals.device):  # no TF32 in the distances either
+                maps, scores = strip_reference(strip, part.corners)
+            yield scores.cpu().numpy(), maps.cpu().numpy()
 
     def _strip(self, part: _Cut, scores: np.ndarray, maps: np.ndarray) -> None:
         item = part.item
@@ -249,7 +259,7 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
         for number, entry in enumerate(source.items, start=1):
             part = entry if isinstance(entry, Issue) else \
                 _cut(entry, patch_size, stride, resize, min_defect_pixels)
-            lonely = lonely_patch(np.stack([part.xs, part.ys], 1), patch_size, patch_size) \
+            lonely = lonely_patch(part.corners, patch_size, patch_size) \
                 if reference == "strip" and isinstance(part, _Cut) else None
             if lonely is not None:
                 part = Issue(part.item.file, f"the patch at {lonely} shares pixels with every "
