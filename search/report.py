@@ -18,6 +18,7 @@ from search.fidelity import Fidelity, proxy_fidelity
 from search.importance import format_importances
 from search.keys import NONFINITE
 from vae import keys
+from vae.score.scorers import NAMES
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,11 @@ def format_summary(summary: SearchSummary, searched_keys: Sequence[str], *, top:
     lines.append(f"\nWinner: trial {winner.trial_id}, {keys.OBJECTIVE} "
                  f"{winner.best_objective:.4f} ({objective}) at epoch {winner.best_epoch}")
     lines += [f"  {k} = {_short(v)}" for k, v in sorted(winner.config.items())]
+    index = winner.best_metrics.get(keys.VAL_SCORER_INDEX)
+    if isinstance(index, int | float) and 0 <= index < len(NAMES):
+        compared = winner.best_metrics.get(keys.VAL_SCORERS_COMPARED, float("nan"))
+        lines.append(f"  scorer: {NAMES[int(index)]} (the best of {compared:g} compared "
+                     "on each validation pass; the pulled model scores with it)")
     lines.append("  metrics at that epoch: " + ", ".join(  # per-scorer figures: in MLflow
         f"{k} {_short(v)}" for k, v in sorted(winner.best_metrics.items())
         if "_by_scorer/" not in k))

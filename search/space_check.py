@@ -95,20 +95,22 @@ def _build(base: Mapping[str, Any], values: Mapping[str, Any]) -> VAEConfig:
     return VAEConfig().with_overrides({**base, **values})
 
 
-SCORER_KEYS = ("score.map", "score.smooth_sigma", "score.reduction", "score.normalize")
+SCORER_KEYS = ("score.map", "score.smooth_sigma", "score.reduction", "score.normalize",
+               "score.reference")
 
 
 def _check_scorer_keys(space: SearchSpace) -> None:
     """With ``score.select`` able to be "best", searching a scorer key would spend trials on a
     choice every validation pass overrides (vae.score.scorers compares the set itself)."""
     select = space.params.get("score.select")
-    can_be_best = select is not None and "best" in list(_support(select))
+    can_be_best = select is not None and any(v != "fixed" for v in _support(select))
     searched = [k for k in SCORER_KEYS if k in space.params
                 and not isinstance(space.params[k], Fixed)]
     if can_be_best and searched:
-        raise SpaceError(f"{searched} are searched while score.select can be 'best', which "
-                         "compares the built-in scorers on every validation pass and overrides "
-                         "them; fix score.select: fixed in the space file to search them")
+        raise SpaceError(f"{searched} are searched while score.select can be 'best' or "
+                         "'best_per_patch', which compare the built-in scorers on every "
+                         "validation pass and override them; fix score.select: fixed in the "
+                         "space file to search them")
 
 
 def check_space(space: SearchSpace, base: Mapping[str, Any] | None = None) -> int:

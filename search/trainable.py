@@ -41,7 +41,8 @@ from vae.config import ScoreConfig, VAEConfig
 from vae.model import build_model
 from vae.resources import ResourceMeter
 from vae.score import image_auroc
-from vae.score.scorers import SCORERS, candidates, pick_best, score_candidates
+from vae.score.reference import StripLayout
+from vae.score.scorers import NAMES, candidates, pick_best, score_candidates
 from vae.train import NonFiniteLossError, make_optimizer, place_images, prepare_model, train_epoch
 from vae.validation import validation_pass
 
@@ -63,6 +64,10 @@ class TrialData:
     real_images: np.ndarray | None = None  # uint8 (R, C, P, P): held-out defective strips
     real_labels: np.ndarray | None = None  # int (R,), 1 = a real defect pixel in the patch
     resume_window: int = 3  # checkpoints that keep Adam's state: --keep-checkpoints + 1
+    # Where the validation patches lie in their strips, for the strip-reference scorer; the
+    # synthetic-defect copies are left out of the reference bank (they duplicate clean patches).
+    val_layout: StripLayout | None = None
+    real_layout: StripLayout | None = None
 
     @classmethod
     def from_splits(cls, splits: Any, train_patches: int = 0, seed: int = 0,
@@ -76,7 +81,9 @@ class TrialData:
         real = splits.real_val if splits.has_real_val else None
         return cls(train, splits.val.images, np.asarray(splits.val.labels), objective,
                    None if real is None else real.images,
-                   None if real is None else np.asarray(real.labels))
+                   None if real is None else np.asarray(real.labels),
+                   val_layout=_layout(splits.val, bank=~np.asarray(splits.val.synthetic)),
+                   real_layout=None if real is None else _layout(real))
 
     def tensors(self, device: torch.device | None = None, budget_bytes: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, np.ndarray] | None]:
@@ -100,6 +107,11 @@ class TrialData:
                 budget_bytes -= images.numel() if placed[-1].device.type == device.type else 0
         train, val = placed[:2]
         return train, val, None if real is None else (placed[2], real[1])
+
+
+def _layout(patches: Any, bank: np.ndarray | None = None) -> StripLayout:
+    return StripLayout(np.asarray(patches.strip_index), np.stack([patches.x, patches.y], 1),
+                       bank)
 
 
 def claim_resources() -> tuple[torch.device, int, float]:
@@ -182,22 +194,28 @@ def _aurocs(scores: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, floa
 
 def validate(model: torch.nn.Module, val_images: torch.Tensor, val_labels: np.ndarray,
              config: VAEConfig, real: tuple[torch.Tensor, np.ndarray] | None = None,
-             objective: str = "synthetic"
+             objective: str = "synthetic", layouts: tuple[StripLayout | None, ...] = (None, None)
              ) -> tuple[dict[str, float], np.ndarray, np.ndarray | None, ScoreConfig]:
     """``val/*`` metrics, the per-patch scores behind the AUROCs and the scorer that made them,
     from one forward pass per patch (``vae.validation``) on the model's device.
 
     ``real``: the real validation patches and labels, when the data has them. With
-    ``score.select = "best"`` every scorer of ``vae.score.scorers.SCORERS`` scores the same
+    ``score.select = "best"`` every scorer of ``vae.score.scorers.NAMES`` scores the same
     reconstructions and the one with the best ``val/objective`` wins (so with ``--objective
     real`` real defects choose the scorer too); ``val/auroc_by_scorer/<name>`` (and
     ``val/real_auroc_by_scorer/<name>``) keep them all and ``val/scorers_compared`` says how
-    many were compared (the selection bias).
+    many were compared (the selection bias). ``layouts``: where the validation and the real
+    validation patches lie in their strips; the strip-reference scorer is compared only when
+    both sets that are scored have one.
     """
-    scorers = candidates(config.score)
-    metrics, scores = validation_pass(model, val_images, scorers, val_labels == 0)
+    val_layout, real_layout = layouts
+    scorers = candidates(config.score, reference=val_layout is not None
+                         and (real is None or real_layout is not None))
+    metrics, scores = validation_pass(model, val_images, scorers, val_labels == 0,
+                                      layout=val_layout)
     aurocs = _aurocs(scores, val_labels)
-    real_scores = score_candidates(model, real[0], scorers) if real is not None else None
+    real_scores = score_candidates(model, real[0], scorers, layout=real_layout) \
+        if real is not None else None
     real_aurocs = _aurocs(real_scores, real[1]) if real_scores is not None else \
         dict.fromkeys(scorers, math.nan)
     values = {name: combine(objective, aurocs[name], real_aurocs[name]) for name in scorers}
@@ -207,7 +225,7 @@ def validate(model: torch.nn.Module, val_images: torch.Tensor, val_labels: np.nd
         metrics[keys.VAL_REAL_AUROC] = real_aurocs[best]
     if len(scorers) > 1:
         metrics[keys.VAL_SCORERS_COMPARED] = float(len(scorers))
-        metrics[keys.VAL_SCORER_INDEX] = float(list(SCORERS).index(best))
+        metrics[keys.VAL_SCORER_INDEX] = float(NAMES.index(best))
         metrics.update({f"{keys.VAL_AUROC_BY_SCORER}/{name}": value
                         for name, value in aurocs.items()})
         if real_scores is not None:
@@ -219,7 +237,7 @@ def validate(model: torch.nn.Module, val_images: torch.Tensor, val_labels: np.nd
 
 def _same_trial(saved: VAEConfig, config: VAEConfig) -> bool:
     """A checkpoint belongs to this trial; a "best" scorer may have replaced its score section."""
-    if config.score.select == "best":
+    if config.score.select != "fixed":
         return replace(saved, score=config.score) == config \
             and saved.score in candidates(config.score).values()
     return saved == config
@@ -255,7 +273,8 @@ def train_vae(config: dict[str, Any], data: TrialData) -> None:
             except NonFiniteLossError as error:
                 return _report_nonfinite(done, start, str(error))
             val_metrics, scores, real_scores, scorer = validate(
-                model, val_images, data.val_labels, vae_config, real, data.objective)
+                model, val_images, data.val_labels, vae_config, real, data.objective,
+                (data.val_layout, data.real_layout))
             model.config = replace(vae_config, score=scorer)  # the checkpoint scores as reported
             # One scorer's undefined AUROC is that scorer's problem (pick_best skips it), not
             # the trial's, and so is a figure the objective does not use: only the objective's

@@ -17,11 +17,16 @@ from vae.losses import vae_loss
 from vae.model import VAEOutput
 from vae.pixels import to_model_input
 from vae.score import score_patches
-from vae.score.scorers import SCORERS, candidates, score_candidates
+from vae.score.reference import StripLayout, strip_scores
+from vae.score.scorers import NAMES, STRIP_REFERENCE, candidates, score_candidates
 from vae.train import make_optimizer, train_epoch
 from vae.validation import validation_pass
 
 CPU = torch.device("cpu")
+
+
+def _per_patch(config):
+    return candidates(config.score, reference=False)  # these patches have no strips
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
@@ -47,11 +52,13 @@ def test_losses_and_scores_come_from_one_encode_and_one_decode_per_patch():
     model = make_model(config, seed=1)
     images, labels = validation_set(normal=7, defect=5)
     counter = PassCounter(model)
+    side = images.shape[-1]
+    layout = StripLayout(np.repeat([0, 1], 6), np.array([(side * (i % 6), 0) for i in range(12)]))
     metrics, scores = validation_pass(model, images, candidates(config.score), labels == 0,
-                                      batch_size=4)
-    assert (counter.encoded, counter.decoded) == (12, 12)
+                                      layout=layout, batch_size=4)
+    assert (counter.encoded, counter.decoded) == (12, 12)  # the strip reference adds no pass
     assert set(metrics) == {keys.VAL_LOSS, keys.VAL_KL, keys.VAL_MSE}
-    assert set(scores) == set(SCORERS) and all(s.shape == (12,) for s in scores.values())
+    assert set(scores) == set(NAMES) and all(s.shape == (12,) for s in scores.values())
     # Through the trainable's validate, with the real-defect patches too: still once each.
     counter.encoded = counter.decoded = 0
     real = (torch.from_numpy(images[:6]), labels[:6].copy())
@@ -72,7 +79,7 @@ def test_the_losses_are_the_training_loss_at_the_posterior_mean_over_the_normal_
     images = np.tile(images, (1, 1, 2, 2)) if config.model.image_size == 64 else images
     order = np.random.default_rng(1).permutation(len(labels))  # batches mix normal and defect
     images, labels = images[order], labels[order]
-    metrics, _ = validation_pass(model, images, candidates(config.score), labels == 0,
+    metrics, _ = validation_pass(model, images, _per_patch(config), labels == 0,
                                  batch_size=4)
     with torch.inference_mode():
         x = to_model_input(torch.from_numpy(images[labels == 0]), config.model.input_range)
@@ -91,10 +98,10 @@ def test_validation_is_deterministic_and_leaves_weights_mode_and_rng_alone():
     model = make_model(config, seed=0).train()
     images, labels = validation_set()
     before, rng = _snapshot(model), torch.get_rng_state()
-    first = validation_pass(model, images, candidates(config.score), labels == 0)
+    first = validation_pass(model, images, _per_patch(config), labels == 0)
     assert model.training and torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
-    second = validation_pass(model, images, candidates(config.score), labels == 0)
+    second = validation_pass(model, images, _per_patch(config), labels == 0)
     assert first[0] == second[0]
     np.testing.assert_array_equal(first[1]["l2_smooth/topk_mean"],
                                   second[1]["l2_smooth/topk_mean"])
@@ -108,7 +115,7 @@ def test_val_mse_is_in_unit_scale_for_tanh():
         model.decoder[-1].weight.zero_()
         model.decoder[-1].bias.fill_(-50.0)
     images, labels = validation_set()
-    metrics, _ = validation_pass(model, images, candidates(config.score), labels == 0)
+    metrics, _ = validation_pass(model, images, _per_patch(config), labels == 0)
     expected = float(((images[labels == 0].astype(np.float64) / 255) ** 2).mean())
     assert metrics[keys.VAL_MSE] == pytest.approx(expected, rel=1e-5)
 
@@ -135,9 +142,10 @@ def test_scores_come_back_in_input_order_whatever_the_order_of_the_labels():
     images, labels = validation_set(normal=9, defect=7)
     order = np.random.default_rng(0).permutation(len(labels))  # normal and defect interleaved
     images, labels = images[order], labels[order]
-    _, scores = validation_pass(model, images, candidates(config.score), labels == 0,
+    _, scores = validation_pass(model, images, _per_patch(config), labels == 0,
                                 batch_size=4)
-    expected = score_candidates(model, images, candidates(config.score), batch_size=4)
+    expected = score_candidates(model, images, _per_patch(config),
+                                batch_size=4)
     for name in expected:
         np.testing.assert_array_equal(scores[name], expected[name])
 
@@ -147,6 +155,33 @@ def test_bad_masks_are_refused_with_the_shape_or_reason():
     model = make_model(config, seed=0)
     images, labels = validation_set()
     with pytest.raises(ValueError, match=r"normal must be a bool mask of shape \(12,\)"):
-        validation_pass(model, images, candidates(config.score), labels[:5] == 0)
+        validation_pass(model, images, _per_patch(config), labels[:5] == 0)
     with pytest.raises(ValueError, match="no normal patches"):
-        validation_pass(model, images, candidates(config.score), np.zeros(12, bool))
+        validation_pass(model, images, _per_patch(config), np.zeros(12, bool))
+
+
+def test_the_strip_reference_in_validation_scores_as_a_pulled_model_scores_each_strip(tmp_path):
+    config = tiny_config(**{"score.select": "best"})
+    model = make_model(config, seed=5)
+    images, labels = validation_set(normal=8, defect=8, seed=2)
+    side = images.shape[-1]
+    strips = np.repeat([0, 1], 8)
+    corners = np.array([(side * (i % 8), 0) for i in range(16)])
+    real = (torch.from_numpy(images), labels.copy())
+    layouts = (StripLayout(strips, corners, labels == 0), StripLayout(strips, corners))
+    metrics, _, real_scores, _ = validate(model, torch.from_numpy(images), labels, config, real,
+                                          "real", layouts)
+    assert metrics[keys.VAL_SCORERS_COMPARED] == len(NAMES)
+    assert f"{keys.VAL_REAL_AUROC_BY_SCORER}/{STRIP_REFERENCE}" in metrics
+    # A checkpoint that keeps the reference scores each strip, alone, exactly as validation did.
+    model.config = replace(config, score=candidates(config.score)[STRIP_REFERENCE])
+    pulled = vae.load(vae.save(model, tmp_path / "pulled"))
+    assert pulled.config.score.reference == "strip"
+    _, by_scorer = validation_pass(model, images, candidates(pulled.config.score), labels == 0,
+                                   layout=layouts[1])
+    for strip in (0, 1):
+        rows = strips == strip
+        np.testing.assert_allclose(strip_scores(pulled, images[rows], corners[rows])[0],
+                                   by_scorer[STRIP_REFERENCE][rows], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"score.reference='strip' scores a patch against"):
+        score_patches(pulled, images)

@@ -4,6 +4,7 @@ the training stride; importances rank the one knob that drives the objective fir
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,27 +26,47 @@ VERSION_1_KEYS = {
     "score": ["map", "reduction", "smooth_sigma", "topk_fraction"]}
 
 
+def _saved_as_older(model, folder: Path, older) -> object:
+    """``model`` saved to ``folder``, its config document rewritten by ``older``, loaded back."""
+    vae.save(model, folder)
+    document = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps(older(document)))
+    return vae.load(folder)
+
+
 def test_a_version_1_model_folder_loads_and_scores_identically(tmp_path):
     model = make_model(tiny_config(), seed=7)
     images, _ = validation_set()
     expected, _ = score_patches(model, images, keep_maps=False)
-    folder = vae.save(model, tmp_path / "v1")
-    document = json.loads((folder / CONFIG_FILE).read_text())
-    old = {section: {key: document["config"][section][key] for key in names}
-           for section, names in VERSION_1_KEYS.items()}
-    (folder / CONFIG_FILE).write_text(json.dumps({"format_version": 1, "config": old}))
-    loaded = vae.load(folder)
+    loaded = _saved_as_older(model, tmp_path / "v1", lambda document: {
+        "format_version": 1,
+        "config": {section: {key: document["config"][section][key] for key in names}
+                   for section, names in VERSION_1_KEYS.items()}})
     assert loaded.config == model.config  # the new keys' defaults are what version 1 did
     rescored, _ = score_patches(loaded, images, keep_maps=False)
     np.testing.assert_array_equal(rescored, expected)
 
 
+def _without_reference(document: dict) -> dict:
+    del document["config"]["score"]["reference"]
+    return {**document, "format_version": 3}
+
+
+def test_a_version_3_model_folder_without_score_reference_scores_each_patch_alone(tmp_path):
+    model = make_model(tiny_config(), seed=3)
+    images, _ = validation_set()
+    expected, _ = score_patches(model, images, keep_maps=False)
+    loaded = _saved_as_older(model, tmp_path / "v3", _without_reference)
+    assert loaded.config.score.reference == "none" and loaded.config == model.config
+    np.testing.assert_array_equal(score_patches(loaded, images, keep_maps=False)[0], expected)
+
+
 def test_an_unknown_format_version_is_refused_naming_the_readable_ones(tmp_path):
     folder = vae.save(make_model(tiny_config(), seed=0), tmp_path / "m")
     document = json.loads((folder / CONFIG_FILE).read_text())
-    document["format_version"] = 4
+    document["format_version"] = 5
     (folder / CONFIG_FILE).write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=r"format_version 4 is not supported.*\[1, 2, 3\]"):
+    with pytest.raises(ValueError, match=r"format_version 5 is not supported.*\[1, 2, 3, 4\]"):
         vae.load(folder)
 
 

@@ -18,7 +18,7 @@ from vae import keys
 from vae.config import ScoreConfig, VAEConfig
 from vae.score import image_auroc, score_patches
 from vae.score.maps import residual_maps
-from vae.score.scorers import SCORERS, candidates, pick_best, scorer_name
+from vae.score.scorers import NAMES, SCORERS, STRIP_REFERENCE, candidates, pick_best, scorer_name
 from vae.score.similarity import GMS_C, SSIM_C1, SSIM_C2, msgms_map, ssim_map
 
 
@@ -88,9 +88,12 @@ def test_signed_smooth_and_image_normalisation_match_numpy():
 def test_the_scorer_set_and_its_names():
     assert list(candidates(ScoreConfig())) == ["l2_smooth/topk_mean"]  # "fixed": only itself
     chosen = candidates(ScoreConfig(select="best", topk_fraction=0.01))
-    assert list(chosen) == list(SCORERS) and len(chosen) >= 6
+    assert list(chosen) == list(NAMES) == [*SCORERS, STRIP_REFERENCE] and len(chosen) >= 7
     assert all(c.topk_fraction == 0.01 for c in chosen.values())
-    assert {scorer_name(c) for c in chosen.values()} == set(SCORERS)
+    assert {scorer_name(c) for c in chosen.values()} == set(NAMES)
+    assert [c.reference for c in chosen.values()] == ["none"] * len(SCORERS) + ["strip"]
+    assert list(candidates(ScoreConfig(select="best"), reference=False)) == list(SCORERS)
+    assert list(candidates(ScoreConfig(select="best_per_patch"))) == list(SCORERS)
     assert pick_best({"a": 0.7, "b": float("nan"), "c": 0.9, "d": 0.9}) == "c"
 
 

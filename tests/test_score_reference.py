@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from vae.score.reference import lonely_patch, strip_reference
+from vae.score.reference import (
+    BANK_STRIDE,
+    DIMENSIONS,
+    QUERY_STRIDE,
+    WINDOW,
+    StripLayout,
+    layout_scores,
+    lonely_patch,
+    strip_reference,
+)
 
 P = 64
 
@@ -57,6 +66,57 @@ def test_the_maps_are_deterministic_and_the_patch_itself_is_never_its_own_refere
     assert float(scores[0]) == pytest.approx(0.0, abs=1e-3) and float(scores[2]) > 0.1
 
 
+def _windows_np(patch: np.ndarray, stride: int) -> np.ndarray:
+    positions = range(0, P - WINDOW + 1, stride)
+    return np.array([patch[y:y + WINDOW, x:x + WINDOW].ravel() for y in positions
+                     for x in positions])
+
+
+def test_scores_equal_a_plain_numpy_nearest_window_search():
+    strip = _weave(3, period=6.0, contrast=0.05, seed=8)
+    strip[1, 20:26, 30:36] += 0.1
+    residuals = strip.double().numpy()
+    queries = np.stack([_windows_np(r, QUERY_STRIDE) for r in residuals])  # (N, L, D)
+    flat = queries.reshape(-1, WINDOW * WINDOW)
+    mean = flat.mean(0)
+    _, vectors = np.linalg.eigh((flat - mean).T @ (flat - mean))
+    basis = vectors[:, -DIMENSIONS:]
+    side = (P - WINDOW) // QUERY_STRIDE + 1
+    expected = []
+    for k in range(len(residuals)):
+        bank = np.concatenate([_windows_np(r, BANK_STRIDE) for j, r in enumerate(residuals)
+                               if j != k])
+        q, b = (queries[k] - mean) @ basis, (bank - mean) @ basis
+        nearest = np.sqrt(((q[:, None] - b[None]) ** 2).sum(-1)).min(1).reshape(side, side)
+        padded = np.pad(nearest, 1)  # avg_pool2d counts the zero padding
+        smoothed = sum(padded[i:i + side, j:j + side] for i in range(3) for j in range(3)) / 9
+        expected.append(smoothed.max())
+    np.testing.assert_allclose(strip_reference(strip)[1].numpy(), expected, rtol=1e-4)
+
+
+def test_a_bank_leaves_the_copies_out_and_a_layout_scores_each_strip_on_its_own():
+    # As a validation set holds them: clean patches, and copies of them with a defect (bank
+    # False). A copy lies where its original does, so it is never compared with it.
+    clean = _weave(4, period=6.0, contrast=0.05, seed=6)
+    copies = clean.clone()
+    copies[:, 20:26, 20:26] += 0.15  # every copy has a knot, as every synthetic copy has one
+    residuals = torch.cat([clean, copies])
+    corners = np.array([(x, 0) for x in range(0, 4 * P, P)] * 2)
+    bank = np.array([True] * 4 + [False] * 4)
+    scores = strip_reference(residuals, corners, bank=bank)[1]
+    assert float(scores[4:].min()) > 1.5 * float(scores[:4].max())
+    # Two strips in one set: each scored as on its own; a strip of one patch gets NaN.
+    other = _weave(3, period=9.0, contrast=0.1, seed=7)
+    lone = _weave(1, period=6.0, contrast=0.05, seed=9)
+    layout = StripLayout(np.array([0] * 8 + [1] * 3 + [2]),
+                         np.concatenate([corners, [(0, 0), (P, 0), (2 * P, 0), (0, 0)]]),
+                         np.concatenate([bank, [True] * 4]))
+    together = layout_scores(torch.cat([residuals, other, lone]), layout)
+    np.testing.assert_allclose(together[:8], scores.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(together[8:11], strip_reference(other)[1].numpy(), rtol=1e-6)
+    assert np.isnan(together[11]) and np.isfinite(together[:11]).all()
+
+
 def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
     # Patches cut at half the patch size: the knot of patch 4 lies in patch 3 or 5 too, so with
     # them as references it would match itself.
@@ -80,9 +140,12 @@ def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
     (torch.zeros(4, P, P), {"window": 80}, r"window=80, dimensions=32 are invalid for 64×64"),
     (torch.zeros(4, P, P), {"window": 4, "dimensions": 17}, r"1 ≤ dimensions ≤ window²"),
     (torch.zeros(2, P, P), {"corners": np.array([(0, 0), (P // 2, 0)])},
-     r"the patch at \(0, 0\) overlaps every other patch of its strip.*stride of at least the "
-     r"patch size \(64\)"),
+     r"the patch at \(0, 0\) overlaps every other reference patch of its strip.*stride of at "
+     r"least the patch size \(64\)"),
     (torch.zeros(2, P, P), {"corners": np.zeros((3, 2))}, r"corners must have shape \(2, 2\)"),
+    (torch.zeros(3, P, P), {"bank": np.array([True, False, False])},
+     r"patch 0 overlaps every other reference patch.*a bank of at least one other patch"),
+    (torch.zeros(3, P, P), {"bank": np.ones(2, bool)}, r"bank must be a bool mask of shape \(3,\)"),
 ])
 def test_bad_input_is_one_clear_error(residuals, kwargs, message):
     with pytest.raises(ValueError, match=message):

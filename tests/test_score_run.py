@@ -18,7 +18,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 import vae
 from search.cli import main
-from vae.config import ModelConfig, VAEConfig
+from vae.config import ModelConfig, ScoreConfig, VAEConfig
 from vae.model import build_model
 from vae.score import CALIBRATION_FILE, Calibration, aupro, score_patches, stitch
 from vae.score.reference import REFERENCE_SCORER, signed_residuals, strip_reference
@@ -286,6 +286,38 @@ def test_reference_strip_scores_each_image_against_its_own_other_patches(aitex_r
                  "--out", str(decided), "--reference", "strip", "--threshold", "0.05"]) == 0
     assert [r["decision"] for r in _rows(decided)] == \
         [str(int(float(r["score"]) > 0.05)) for r in _rows(decided)]
+
+
+def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calibration(
+        aitex_root, tmp_path, caplog):
+    torch.manual_seed(0)
+    config = VAEConfig(model=ModelConfig(image_size=P, latent_dim=8),
+                       score=ScoreConfig(select="best", reference="strip"))
+    model = build_model(config)
+    directory = vae.save(model, tmp_path / "model")
+    Calibration.fit(np.array([0.1, 0.2, 0.3]), quantile=0.5).to_json(
+        directory / CALIBRATION_FILE)
+    threshold = Calibration.from_json(directory / CALIBRATION_FILE).threshold
+    out = tmp_path / "own"
+    assert main(["score", "--model", str(directory), "--data-root", str(aitex_root),
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reference"] == "strip" and summary["threshold"] == threshold
+    rows = _rows(out)
+    patches, xs = _cut(_strip(aitex_root, "Defect_images/0005_002_01.png")[0], 128)
+    _, expected = strip_reference(signed_residuals(model, patches),
+                                  np.stack([xs, np.zeros_like(xs)], 1))
+    got = [float(r["score"]) for r in rows if r["file"] == "Defect_images/0005_002_01.png"]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert [r["decision"] for r in rows] == [str(int(float(r["score"]) > threshold))
+                                             for r in rows]
+    # Each patch on its own instead: another scorer, so the calibration does not apply.
+    alone = tmp_path / "alone"
+    assert main(["score", "--model", str(directory), "--data-root", str(aitex_root),
+                 "--out", str(alone), "--reference", "none"]) == 0
+    assert {r["decision"] for r in _rows(alone)} == {""}
+    assert "(reference strip), not for --reference none scores" in caplog.text
+    assert json.loads((alone / "summary.json").read_text())["score_config"]["reference"] == "none"
 
 
 def test_reference_strip_skips_an_image_of_one_patch_and_names_the_way_out(model_dir, tmp_path,

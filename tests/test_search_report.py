@@ -24,7 +24,7 @@ from vae.config import ConfigError
 
 def _result(tmp_path, trial_id: str, aurocs: list[float], nonfinite_at: int | None = None,
             config: dict | None = None, real: list[float] | None = None,
-            objective: str = "synthetic") -> Result:
+            objective: str = "synthetic", extra: dict | None = None) -> Result:
     """A trial's rows as the trainable reports them (``val/objective`` from ``objective``)."""
     rows, checkpoints = [], []
     for epoch, auroc in enumerate(aurocs, start=1):
@@ -35,7 +35,7 @@ def _result(tmp_path, trial_id: str, aurocs: list[float], nonfinite_at: int | No
         value = combine(objective, auroc, figures.get("val/real_auroc", math.nan))
         row = {"epoch": epoch, "val/objective": math.nan if bad else value,
                **{k: math.nan if bad else v for k, v in figures.items()}, "val/mse": 0.01,
-               "nonfinite": int(bad), "trial_id": trial_id}
+               "nonfinite": int(bad), "trial_id": trial_id, **(extra or {})}
         rows.append(row)
         if not bad:
             directory = tmp_path / trial_id / f"checkpoint_{epoch:06d}"
@@ -81,6 +81,16 @@ def test_the_summary_text_lists_top_trials_winner_config_and_next_commands(tmp_p
     assert "Proxy fidelity" not in text  # no real labels, nothing to compare
     assert "model.latent_dim = 16" in text
     assert text.rstrip().endswith("aitexvae pull")
+    assert "scorer:" not in text  # a fixed scorer: nothing was chosen
+
+
+def test_the_summary_names_the_scorer_the_winner_chose(tmp_path):
+    from vae.score.scorers import NAMES, STRIP_REFERENCE
+
+    chosen = {"val/scorer_index": float(NAMES.index(STRIP_REFERENCE)),
+              "val/scorers_compared": float(len(NAMES))}
+    text = format_summary(summarize([_result(tmp_path, "a", [0.7], extra=chosen)]), [])
+    assert f"scorer: strip_reference (the best of {len(NAMES)} compared" in text
 
 
 def test_settings_defaults_follow_the_data():

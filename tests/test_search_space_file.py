@@ -137,6 +137,17 @@ def test_the_resize_stored_with_the_model_is_a_flag_not_a_space_key(tmp_path):
         load_space_file(path)
 
 
+@pytest.mark.parametrize("select", ["best", "best_per_patch"])
+def test_a_scorer_key_searched_while_the_trials_pick_their_scorer_is_refused(tmp_path, select):
+    path = tmp_path / "space.yaml"
+    path.write_text(f"score.select: {select}\nscore.reference:\n  choice: [none, strip]\n")
+    with pytest.raises(SpaceError, match=r"\['score.reference'\] are searched while score.select "
+                                         r"can be 'best' or 'best_per_patch'.*score.select: fixed"):
+        check_space(load_space_file(path))
+    path.write_text("score.select: fixed\nscore.reference:\n  choice: [none, strip]\n")
+    assert check_space(load_space_file(path)) >= 2
+
+
 def _draws(space, count: int = 40) -> list[dict]:
     import optuna
 

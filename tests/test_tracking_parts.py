@@ -89,6 +89,25 @@ def test_the_probe_picture_prints_decisions_in_their_colours():
     assert pixels_of(WRONG, None) == 0  # no threshold, no verdict
 
 
+def test_the_probe_of_a_strip_reference_model_shows_the_trials_own_scores_or_none():
+    images, labels = validation_set(normal=3, defect=3)
+    probe = choose_probe(images, labels, per_class=2)
+    model = make_model(tiny_config(**{"score.reference": "strip"}), seed=1)
+    calibration = _probe_calibration(0.5)
+
+    def pixels_of(colour, scores) -> int:
+        picture = np.asarray(render_probe(model, probe, calibration=calibration, scores=scores))
+        return int((picture == np.array(colour, np.uint8)).all(axis=-1).sum())
+
+    # The trial's own scores (its val_scores.npy at the probe's indices) are decided ...
+    assert pixels_of(REJECT, np.array([0.1, 0.2, 0.8, 0.9])) > 0
+    assert pixels_of(WRONG, np.array([0.9, 0.2, 0.1, 0.9])) > 0
+    # ... and without them nothing is decided: a lone patch has no strip to be scored against.
+    assert pixels_of(REJECT, None) == pixels_of(ACCEPT, None) == pixels_of(WRONG, None) == 0
+    assert [c[0] for c in captions(np.full(2, np.nan), np.array([0, 1]), None)] == \
+        ["no score"] * 2
+
+
 def test_params_flatten_nested_and_dotted_configs_alike():
     nested = flatten_params({"model": {"latent_dim": 8}, "train": {"learning_rate": 0.001}})
     dotted = flatten_params({"model.latent_dim": 8, "train.learning_rate": 0.001})

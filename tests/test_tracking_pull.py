@@ -133,3 +133,21 @@ def test_bad_pull_requests_fail_with_one_line_and_exit_2(store, tmp_path, capsys
 def test_load_model_names_what_it_expects_for_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a folder nor a model URI"):
         load_model(str(tmp_path / "missing"))
+
+
+def test_a_strip_reference_pyfunc_scores_the_patches_of_one_call_as_one_strip(store, tmp_path):
+    import mlflow
+
+    from tracking.registry import global_tracking_uri, log_pyfunc
+    from vae.score.reference import strip_scores
+
+    uri, client, run_id = store
+    model = make_model(tiny_config(**{"score.select": "best", "score.reference": "strip"}), seed=2)
+    images, _ = validation_set(normal=4, defect=2)
+    info = log_pyfunc(client, uri, run_id, vae.save(model, tmp_path / "weights"), images[:2])
+    with global_tracking_uri(uri):
+        pyfunc = mlflow.pyfunc.load_model(info.model_uri)
+    np.testing.assert_allclose(pyfunc.predict(images), strip_scores(model, images)[0],
+                               rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"send one strip's patches per call, at least 2; got 1"):
+        pyfunc.predict(images[:1])

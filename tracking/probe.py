@@ -8,13 +8,16 @@ defect; a colour bar beside it gives the scale. The spectrum row is |log(1+|F x|
 centred: the spatial frequencies (weave periodicities) the reconstruction misses — what the FFT
 loss term targets. Above each column: the patch's anomaly score (``vae.score``, as ``aitexvae
 score`` computes it) and, when the checkpoint is calibrated, accept or reject against the
-threshold, marked right or wrong against the patch's label.
+threshold, marked right or wrong against the patch's label. The scores are the trial's own
+(its checkpoint's ``val_scores.npy``), so a model that scores a patch against the rest of its
+strip (``score.reference = "strip"``) is captioned by what it decided; its residual row is the
+per-patch map of the same reconstruction.
 Drawn with Pillow: no matplotlib state, safe in the tracker's writer thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -91,7 +94,8 @@ def probe_rows(model: torch.nn.Module, probe: ProbeSet) -> dict[str, np.ndarray]
     """The four rows as float arrays: input/reconstruction (K, C, H, W) in [0, 1], residual
     and spectrum gap (K, H, W)."""
     input_range = model.config.model.input_range
-    maps = anomaly_maps(model, probe.images)
+    maps = anomaly_maps(model, probe.images,
+                        score_config=replace(model.config.score, reference="none"))
     model.eval()
     with torch.inference_mode():
         x = to_model_input(probe.images, input_range)
@@ -108,7 +112,8 @@ def captions(scores: np.ndarray, labels: np.ndarray, calibration: Calibration | 
     contradicts the label; "no threshold" without a calibration. (Plain words: Pillow's
     built-in font has no check-mark glyphs.)"""
     if calibration is None:
-        return [(f"score {score:.4g}", "no threshold", (60, 60, 60)) for score in scores]
+        return [(f"score {score:.4g}" if np.isfinite(score) else "no score", "no threshold",
+                 (60, 60, 60)) for score in scores]
     rejected = calibration.decide(scores)
     out = []
     for score, reject, label in zip(scores, rejected, labels, strict=True):
@@ -131,10 +136,19 @@ def _colour_bar(height: int, scale: float, font: ImageFont.ImageFont) -> Image.I
 
 
 def render_probe(model: torch.nn.Module, probe: ProbeSet, title: str = "",
-                 calibration: Calibration | None = None) -> Image.Image:
-    """The probe picture as an RGB image (see module docstring for its layout)."""
+                 calibration: Calibration | None = None, scores: np.ndarray | None = None
+                 ) -> Image.Image:
+    """The probe picture as an RGB image (see module docstring for its layout).
+
+    ``scores``: the probe patches' scores as the trial made them (``val_scores.npy`` at
+    ``probe.indices``). Without them each patch is scored on its own, which a strip-reference
+    model cannot do: its columns then say "no score" and nothing is decided.
+    """
     rows = probe_rows(model, probe)
-    scores = patch_scores(rows["residual"], model.config.score)
+    if scores is None and model.config.score.reference != "none":
+        scores, calibration = np.full(len(probe.labels), np.nan), None
+    elif scores is None:
+        scores = patch_scores(rows["residual"], model.config.score)
     k, size = probe.images.shape[0], probe.images.shape[-1]
     tile_size = min(max(size, MIN_CELL), MAX_CELL)
     cell = tile_size + GAP

@@ -12,6 +12,10 @@ parsed to uint8 by that schema. A model trained on resized images (``model.input
 a folder data set) takes images of any one size and resizes them as its training data was; an
 image larger than one patch then scores as its highest patch (rejected when any patch is), as
 ``aitexvae score`` cuts it. Output: ``(N,)`` float32 anomaly scores, exactly ``vae.score``'s.
+A model validated with the strip as its own reference (``score.reference = "strip"``) scores
+each patch against the others: the patches of one call are taken as one strip's
+non-overlapping patches (send a strip per call, at least two patches), and an image of a
+resized model against the other patches cut from it.
 With ``params={"decisions": True}`` a dict adds ``decision`` (True = reject) and ``threshold``.
 Called directly (``unwrap_python_model().predict``, no schema), it also takes ``(N, H, W)``,
 other integer types within 0..255 and floats in [0, 1], and refuses anything else by name.
@@ -69,11 +73,18 @@ class AitexVAEScorer(PythonModel):
 
     def predict(self, context, model_input, params=None):
         from vae.score import score_patches
+        from vae.score.reference import strip_scores
 
         config = self.model.config.model
         images = to_uint8_images(model_input, config.in_channels)
         if config.input_resize:
             scores = self._score_resized(images, config.input_resize, config.image_size)
+        elif self.model.config.score.reference == "strip":
+            if len(images) < 2:
+                raise ValueError(f"this model scores each patch against the other patches of "
+                                 f"its strip (score.reference='strip'): send one strip's "
+                                 f"patches per call, at least 2; got {len(images)}")
+            scores = strip_scores(self.model, images)[0]
         else:
             scores, _ = score_patches(self.model, images, keep_maps=False)
         if not (params or {}).get("decisions"):
@@ -88,14 +99,23 @@ class AitexVAEScorer(PythonModel):
         from vae.data.patches import cut
         from vae.data.resize import resize_image
         from vae.score import score_patches
+        from vae.score.reference import strip_scores
 
         if not len(images):
             return np.zeros(0, np.float32)
         resized = np.stack([resize_image(image, resize) for image in images])
-        if resize == patch_size:
+        referenced = self.model.config.score.reference == "strip"
+        if resize == patch_size and not referenced:
             return score_patches(self.model, resized, keep_maps=False)[0]
+        if resize == patch_size:
+            raise ValueError("this model scores each patch against the other patches of its "
+                             f"image (score.reference='strip'), but it cuts a {resize}² image "
+                             "into one patch")
         no_mask = np.zeros((resize, resize), dtype=bool)
         patches = [cut(image, no_mask, patch_size, patch_size)[0] for image in resized]
+        if referenced:  # each image is its own strip
+            return np.array([strip_scores(self.model, part)[0].max() for part in patches],
+                            np.float32)
         scores, _ = score_patches(self.model, np.concatenate(patches), keep_maps=False)
         return scores.reshape(len(images), -1).max(axis=1)
 

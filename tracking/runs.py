@@ -354,9 +354,12 @@ class SearchTracker:
         path = self.staging / state.trial_id / "probe.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         calibration = folder / CALIBRATION_FILE  # accept/reject as the pulled model decides
+        scores = folder / SCORES_FILE  # the trial's own: a strip reference needs the strip
         render_probe(vae.load(folder), self.probe, title=title,
                      calibration=Calibration.from_json(calibration)
-                     if calibration.is_file() else None).save(path)
+                     if calibration.is_file() else None,
+                     scores=np.load(scores, allow_pickle=False)[self.probe.indices]
+                     if scores.is_file() else None).save(path)
         self.client.log_artifact(state.run_id, str(path), names.PROBE_PATH)
 
     def best_checkpoint(self, trial_id: str, run_id: str) -> Path | None:

@@ -202,9 +202,16 @@ REDUCTIONS = ("max", "topk_mean", "mean")
 # whose normal residual is large no longer outrank defects on quiet fabrics).
 NORMALIZATIONS = ("none", "image")
 # "fixed": score exactly as configured. "best": every validation pass compares the built-in
-# scorer set (vae.score.scorers.SCORERS) on the same reconstructions and the trial keeps the
-# best one in its checkpoint's config (score.* then describes the winner).
-SCORE_SELECTIONS = ("fixed", "best")
+# scorer set (vae.score.scorers.NAMES) on the same reconstructions and the trial keeps the
+# best one in its checkpoint's config (score.* then describes the winner). "best_per_patch":
+# the same without the strip reference, whose nearest-window search per strip is the one
+# costly candidate on a CPU (README: "Scoring searched without retraining").
+SCORE_SELECTIONS = ("fixed", "best", "best_per_patch")
+# "none": each patch is scored on its own, by the fields above. "strip": each patch's signed
+# residual is compared with the other patches of its strip (vae.score.reference, fixed window
+# and basis): map, smooth_sigma, reduction, topk_fraction and normalize are then unused, and
+# scores need the strip, so a lone patch cannot be scored.
+REFERENCES = ("none", "strip")
 
 
 @dataclass(frozen=True)
@@ -223,6 +230,7 @@ class ScoreConfig:
     topk_fraction: float = 0.001
     normalize: str = "none"  # see NORMALIZATIONS
     select: str = "fixed"  # see SCORE_SELECTIONS
+    reference: str = "none"  # see REFERENCES
 
     def __post_init__(self) -> None:
         _check_choice("score.map", self.map, MAP_METHODS)
@@ -231,6 +239,7 @@ class ScoreConfig:
         _check_range("score.topk_fraction", self.topk_fraction, 0.0, 1.0, open_low=True)
         _check_choice("score.normalize", self.normalize, NORMALIZATIONS)
         _check_choice("score.select", self.select, SCORE_SELECTIONS)
+        _check_choice("score.reference", self.reference, REFERENCES)
 
 
 T = TypeVar("T")

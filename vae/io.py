@@ -28,8 +28,9 @@ CONFIG_FILE = "config.json"
 # train.denoise_probability, train.flip, score.normalize, score.select). Their defaults are
 # exactly what version 1 did, so a version-1 folder loads as it is and scores identically.
 # Version 3 added model.input_resize (default 0: native resolution, what versions 1-2 did).
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# Version 4 added score.reference (default "none": each patch on its own, what 1-3 did).
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 MAX_PARAMETERS = 200_000_000  # ~100x this project's largest search-space model
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 

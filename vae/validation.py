@@ -19,18 +19,21 @@ from vae.config import ScoreConfig, VAEConfig
 from vae.losses import vae_loss
 from vae.model import VAEOutput
 from vae.score.maps import Pass, iter_passes
-from vae.score.scorers import score_all
+from vae.score.reference import StripLayout
+from vae.score.scorers import Scoring
 
 
 def validation_pass(model: nn.Module, images_uint8: np.ndarray | torch.Tensor,
                     scorers: dict[str, ScoreConfig], normal: np.ndarray, *,
-                    batch_size: int = 64) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+                    layout: StripLayout | None = None, batch_size: int = 64
+                    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(loss metrics over the ``normal`` patches, (N,) float32 scores per scorer in input order).
 
     ``normal``: a bool mask (N,) of the defect-free patches, whose ``val/loss``, ``val/kl`` and
     ``val/mse`` (per-pixel MSE in the [0, 1] scale) are computed; the others are only scored
-    (``vae.score.scorers.score_candidates`` scores without losses). Runs on the model's device;
-    the model's mode is restored.
+    (``vae.score.scorers.score_candidates`` scores without losses). ``layout``: where the
+    patches lie in their strips, for reference scorers. Runs on the model's device; the
+    model's mode is restored.
     """
     images = torch.as_tensor(images_uint8)
     count = images.shape[0]
@@ -44,21 +47,20 @@ def validation_pass(model: nn.Module, images_uint8: np.ndarray | torch.Tensor,
     # another batch composition, and a pulled model must reproduce these scores bit for bit.
     # Everything stays on the device until the end: the host reads it once per scorer and once
     # for the loss sums, not per batch.
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in scorers}
+    scoring = Scoring(scorers, layout)
     sums = None  # (loss, kl, squared error) summed over the normal patches
     start = 0
     for batch in iter_passes(model, images, batch_size=batch_size):
         size = batch.x.shape[0]
         x_unit, recon_unit = batch.unit(config.model.input_range)
-        for name, values in score_all(x_unit, recon_unit, scorers).items():
-            parts[name].append(values.float())
+        scoring.add(x_unit, recon_unit)
         rows = np.flatnonzero(normal[start:start + size])
         start += size
         if rows.size == 0:
             continue
         step = _normal_sums(batch, x_unit, recon_unit, rows, config)
         sums = step if sums is None else sums + step
-    scores = {name: torch.cat(chunks).cpu().numpy() for name, chunks in parts.items()}
+    scores = scoring.scores()
     normal_count = int(np.count_nonzero(normal))
     loss, kl, squared_error = sums.tolist()
     pixels = normal_count * int(np.prod(images.shape[1:]))

@@ -48,10 +48,11 @@ def _threshold(args: argparse.Namespace, model: nn.Module) -> float | None:
             raise ValueError(f"--threshold {args.threshold!r} is invalid; allowed: a finite "
                              "number (patches scoring above it are rejected)")
         return args.threshold
-    if args.reference != "none":
-        logger.warning("the model's calibrated threshold is for its own scores, not for "
-                       "--reference %s scores: the decision column stays empty unless "
-                       "--threshold is given", args.reference)
+    own = model.config.score.reference
+    if args.reference not in (None, own):
+        logger.warning("the model's calibrated threshold is for its own scores (reference "
+                       "%s), not for --reference %s scores: the decision column stays empty "
+                       "unless --threshold is given", own, args.reference)
         return None
     calibration = getattr(model, "calibration", None)
     path = Path(args.model) / CALIBRATION_FILE
@@ -159,10 +160,11 @@ def register(subparsers: argparse._SubParsersAction,
                              "(default: as the model's training data, model.input_resize)")
     parser.add_argument("--batch-size", type=_int_at_least(1), default=64)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
-    parser.add_argument("--reference", choices=REFERENCES, default="none",
+    parser.add_argument("--reference", choices=REFERENCES, default=None,
                         help="strip: score each patch against the other patches of its own image "
-                             "(a strip), which lifted real-AITEX detection in bench/ (README); "
-                             "its scores are not calibrated: pair it with --threshold")
+                             "(a strip); none: each patch on its own (default: as the model was "
+                             "validated, its score.reference; another choice is not calibrated: "
+                             "pair it with --threshold)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="decision threshold (default: the model's calibration.json)")
     parser.add_argument("--overlays", type=_int_at_least(0), default=20,

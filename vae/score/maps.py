@@ -228,6 +228,11 @@ def score_patches(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
     host memory (what a trial's ``val/auroc`` needs).
     """
     score_config = score_config or model.config.score
+    if score_config.reference != "none":
+        raise ValueError(f"score.reference={score_config.reference!r} scores a patch against the "
+                         "other patches of its strip, not on its own; score whole strips "
+                         "(vae.score.reference.strip_scores, aitexvae score), or pass a "
+                         "score_config with reference='none'")
     images = _as_nchw(images_uint8, model.config.model.in_channels)
     # Maps go straight into one preallocated host array (no list + concatenate: half the
     # memory traffic); scores stay on the device until the end (no per-batch sync on a GPU).

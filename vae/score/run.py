@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,9 @@ class _Run:
 
     def _own(self, patches: np.ndarray, parts: list[_Cut]) -> Iterator[tuple[np.ndarray, ...]]:
         """Each part's (scores, maps) from the model's own scorer, in one pass over ``patches``."""
-        scores, maps = score_patches(self.model, patches, batch_size=self.batch_size,
-                                     device=self.device)
+        own = replace(self.model.config.score, reference="none")
+        scores, maps = score_patches(self.model, patches, score_config=own,
+                                     batch_size=self.batch_size, device=self.device)
         bounds = np.cumsum([len(part.patches) for part in parts])[:-1]
         yield from zip(np.split(scores, bounds), np.split(maps, bounds), strict=True)
 
@@ -220,14 +221,18 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                  device: torch.device | str | None = None, stride: int | None = None,
                  resize: int | None = None, min_defect_pixels: int = 1,
                  max_overlays: int = 20, model_name: str | None = None,
-                 reference: str = "none") -> ScoreReport:
+                 reference: str | None = None) -> ScoreReport:
     """Score every image of ``source`` with ``model`` (its own ``config.score``) into ``out_dir``.
 
     ``threshold`` (e.g. from the model's ``calibration.json``) fills the ``decision`` column
     (1 = anomalous: score > threshold). Bad images are skipped and listed, never fatal.
-    ``reference="strip"`` scores each image's patches against its other patches (an image with
-    fewer than two patches is skipped); the model's calibration does not apply to those scores.
+    ``reference``: None scores as the model was validated (``score.reference``); ``"strip"``
+    scores each image's patches against its other patches (an image where a patch has no
+    disjoint partner is skipped), ``"none"`` each patch on its own. The model's calibration
+    fits only its own choice.
     """
+    if reference is None:
+        reference = model.config.score.reference
     if reference not in REFERENCES:
         raise ValueError(f"reference={reference!r} is invalid; allowed: {', '.join(REFERENCES)}")
     out = Path(out_dir)
@@ -247,8 +252,8 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
                        resize, trained_resize)
     report = ScoreReport(out_dir=out, skipped=list(source.skipped), threshold=threshold,
                          model=model_name, resize=resize, reference=reference,
-                         score_config=asdict(model.config.score) if reference == "none"
-                         else dict(REFERENCE_SCORER))
+                         score_config=asdict(replace(model.config.score, reference="none"))
+                         if reference == "none" else dict(REFERENCE_SCORER))
     started = last_log = time.monotonic()
     with scoring_layout(model), open(out / SCORES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
