@@ -82,7 +82,7 @@ def validation_before(model, val, labels, config) -> None:
             x = to_model_input(normal[start:start + 64], config.model.input_range)
             vae_loss(model(x), x, config.loss)
             model.reconstruct(x)
-    score_candidates(model, val, candidates(config.score))
+    score_candidates(model, val, candidates(config.score, reference=False))
 
 
 def timed(function, *args) -> float:

@@ -31,6 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from ray import tune
 from scipy.stats import spearmanr
 
@@ -45,7 +46,8 @@ from search.trainable import train_vae  # noqa: E402
 from vae import keys  # noqa: E402
 from vae.data import load_splits  # noqa: E402
 from vae.score.metrics import evaluate_scores  # noqa: E402
-from vae.score.scorers import SCORERS, candidates, pick_best, score_candidates  # noqa: E402
+from vae.score.reference import StripLayout  # noqa: E402
+from vae.score.scorers import NAMES, candidates, pick_best, score_candidates  # noqa: E402
 
 
 def _rows(result) -> list[dict]:
@@ -58,7 +60,7 @@ def _pick(row: dict, objective: str) -> tuple[float, str]:
     values = {name: combine(objective, float(row.get(f"{keys.VAL_AUROC_BY_SCORER}/{name}",
                                                      math.nan)),
                             float(row.get(f"{keys.VAL_REAL_AUROC_BY_SCORER}/{name}", math.nan)))
-              for name in SCORERS}
+              for name in NAMES}
     best = pick_best(values)
     return values[best], best
 
@@ -82,7 +84,9 @@ class TestScores:
         if (path, scorer) not in self.cache:
             model = vae.load(path)
             config = candidates(replace(model.config.score, select="best"))[scorer]
-            scores = score_candidates(model, self.test.images, {scorer: config})[scorer]
+            layout = StripLayout(self.test.strip_index, np.stack([self.test.x, self.test.y], 1))
+            scores = score_candidates(model, self.test.images, {scorer: config},
+                                      layout=layout)[scorer]
             self.cache[path, scorer] = float(evaluate_scores(
                 scores, self.test.labels, strips=self.test.strip)["patch_auroc_fabric_matched"])
         return self.cache[path, scorer]

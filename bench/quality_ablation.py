@@ -96,7 +96,7 @@ def main() -> int:
     splits = load_splits(DataConfig(format="aitex", root=args.data_root, patch_size=256))
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     model, config, train_s = train_model(splits, overrides, args.epochs, args.crops)
-    configs = candidates(config.score)
+    configs = candidates(config.score, reference=False)
     test = splits.test
     val = score_candidates(model, splits.val.images, configs)
     tested = score_candidates(model, test.images, configs)

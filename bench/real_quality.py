@@ -6,10 +6,11 @@ strip, as ``vae.data.splits`` assigns them) with ``aitexvae score``. Prints the 
 floor beside it (a Gaussian blur as the "reconstruction", shared/notes/detection-levers.md), the
 per-fabric table, the DRA-protocol AUROC (anomalous patches vs patches of defect-free strips) and
 the fabric-matched AUROC (anomalous patches vs the clean patches of the same defective strips),
-for the champion's own scorer and, side by side on the same champion, for ``aitexvae score
---reference strip`` (each patch against the other patches of its strip). Ends with
-``ratio fabric-matched-auroc-strip-reference: X``. ``--work DIR`` keeps the outputs; run again
-with the same DIR and a champion already pulled there, it only scores.
+for the champion as pulled (``aitexvae score`` without flags: the scorer its trial chose,
+``score.reference`` included) and, side by side on the same champion, with the other
+``--reference`` (each patch on its own, or against the other patches of its strip). Ends with
+``ratio fabric-matched-auroc: X`` for the champion as pulled. ``--work DIR`` keeps the outputs;
+run again with the same DIR and a champion already pulled there, it only scores.
 
     .venv/bin/python bench/real_quality.py --data-root ../shared/data/aitex-dev
     .venv/bin/python bench/real_quality.py --space my_space.yaml --num-samples 4 --max-epochs 6
@@ -147,14 +148,17 @@ def main() -> int:
     print(f"search {tune_s / 60:.1f} min; outputs in {work}")
     print(f"floor (blur sigma {FLOOR_SIGMA:g}, no training): fabric-matched {floor_fm:.4f}, "
           f"DRA {floor_dra:.4f}")
+    own = config["score"].get("reference", "none")
     figures = {}
-    for reference in ("none", "strip"):
+    for reference in (own, *(r for r in ("none", "strip") if r != own)):
         out = work / f"score-{reference}"
+        flags = [] if reference == own else ["--reference", reference]
         seconds = _run([*CLI, "score", "--model", str(work / "champion"), "--data-root",
-                        str(test_root), "--format", "aitex", "--out", str(out),
-                        "--reference", reference], work / f"score-{reference}.log")
-        figures[reference] = report(out, test, f"--reference {reference}", seconds)
-    print(f"ratio fabric-matched-auroc-strip-reference: {figures['strip']:.4f}")
+                        str(test_root), "--format", "aitex", "--out", str(out), *flags],
+                       work / f"score-{reference}.log")
+        name = f"as pulled ({reference})" if reference == own else f"--reference {reference}"
+        figures[reference] = report(out, test, name, seconds)
+    print(f"ratio fabric-matched-auroc: {figures[own]:.4f}")
     return 0
 
 
@@ -169,7 +173,7 @@ def report(out: Path, test, name: str, seconds: float) -> float:
         for fabric, values in sorted(metrics.get("per_fabric", {}).items())
         if values.get("n_anomalous", 0))
     figure = float(metrics["patch_auroc_fabric_matched"])
-    print(f"{name:20s} fabric-matched {figure:.4f}  DRA "
+    print(f"{name:22s} fabric-matched {figure:.4f}  DRA "
           f"{dra_auroc(scores, labels, strip_ids):.4f}  scoring {seconds:.0f} s  "
           f"(per fabric, anomalous patches: {per_fabric})", flush=True)
     return figure
