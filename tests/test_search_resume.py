@@ -72,12 +72,13 @@ def test_a_killed_driver_resumes_and_completes_without_losing_or_redoing_epochs(
             driver.wait(timeout=30)
 
         before = {d.name: _epochs(d) for d in experiment.glob("trial_*")}
-        # What Tune recorded before the kill: the checkpoint each trial resumes from.
+        # What Tune recorded before the kill: the checkpoint each trial resumes from, its latest
+        # (not get_last_checkpoint, the newest of the num_to_keep *best* by val/objective, which
+        # is older whenever the latest scored below them).
         analysis = ExperimentAnalysis(str(experiment))
         recorded = {}
         for trial in analysis.trials:
-            checkpoint = analysis.get_last_checkpoint(trial)
-            state = json.loads(Path(checkpoint.path, "state.json").read_text())
+            state = json.loads(Path(trial.checkpoint.path, "state.json").read_text())
             recorded[f"trial_{trial.trial_id}"] = state["epoch"]
 
         resumed = subprocess.run([AITEXVAE, "tune", "--resume", "killed-driver", "--address",
