@@ -109,9 +109,18 @@ class TrialData:
         return train, val, None if real is None else (placed[2], real[1])
 
 
-def _layout(patches: Any, bank: np.ndarray | None = None) -> StripLayout:
-    return StripLayout(np.asarray(patches.strip_index), np.stack([patches.x, patches.y], 1),
-                       bank)
+def _layout(patches: Any, bank: np.ndarray | None = None) -> StripLayout | None:
+    """Where ``patches`` lie in their strips; None when some patch has no reference there (a
+    folder set's one patch per image), which would leave the strip reference NaN every epoch:
+    it is then not compared at all, so ``val/scorers_compared`` counts only real candidates."""
+    layout = StripLayout(np.asarray(patches.strip_index), np.stack([patches.x, patches.y], 1),
+                         bank)
+    lonely = layout.lonely(*patches.images.shape[-2:])
+    if lonely is not None:
+        log.info("the strip reference is not compared: the patch at %s of strip %d has no "
+                 "other patch of its strip to be compared with", lonely[1], lonely[0])
+        return None
+    return layout
 
 
 def claim_resources() -> tuple[torch.device, int, float]:

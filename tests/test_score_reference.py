@@ -115,6 +115,11 @@ def test_a_bank_leaves_the_copies_out_and_a_layout_scores_each_strip_on_its_own(
     np.testing.assert_allclose(together[:8], scores.numpy(), rtol=1e-6)
     np.testing.assert_allclose(together[8:11], strip_reference(other)[1].numpy(), rtol=1e-6)
     assert np.isnan(together[11]) and np.isfinite(together[:11]).all()
+    assert layout.lonely(P, P) == (2, (0, 0))  # the strip of one patch, by strip and corner
+    assert StripLayout(layout.strips[:11], layout.corners[:11], layout.bank[:11]).lonely(P, P) \
+        is None
+    with pytest.raises(ValueError, match=r"places 12 patches, but 11 were scored"):
+        layout_scores(torch.cat([residuals, other]), layout)
 
 
 def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
@@ -140,11 +145,13 @@ def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
     (torch.zeros(4, P, P), {"window": 80}, r"window=80, dimensions=32 are invalid for 64×64"),
     (torch.zeros(4, P, P), {"window": 4, "dimensions": 17}, r"1 ≤ dimensions ≤ window²"),
     (torch.zeros(2, P, P), {"corners": np.array([(0, 0), (P // 2, 0)])},
-     r"the patch at \(0, 0\) overlaps every other reference patch of its strip.*stride of at "
+     r"the patch at \(0, 0\) has nothing to be compared with: every other patch of its strip "
+     r"shares pixels with it.*stride of at "
      r"least the patch size \(64\)"),
     (torch.zeros(2, P, P), {"corners": np.zeros((3, 2))}, r"corners must have shape \(2, 2\)"),
     (torch.zeros(3, P, P), {"bank": np.array([True, False, False])},
-     r"patch 0 overlaps every other reference patch.*a bank of at least one other patch"),
+     r"patch 0 has nothing to be compared with: every other bank patch of its strip shares "
+     r"pixels with it, or there is none.*a bank of at least one other patch"),
     (torch.zeros(3, P, P), {"bank": np.ones(2, bool)}, r"bank must be a bool mask of shape \(3,\)"),
 ])
 def test_bad_input_is_one_clear_error(residuals, kwargs, message):

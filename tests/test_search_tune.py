@@ -21,7 +21,7 @@ from search.trainable import TrialData
 from vae import keys
 from vae.config import VAEConfig
 from vae.score import image_auroc, score_patches
-from vae.score.scorers import score_candidates
+from vae.score.scorers import SCORERS, score_candidates
 
 pytestmark = pytest.mark.slow
 
@@ -182,6 +182,8 @@ def test_a_search_on_a_folder_set_of_many_sizes_stores_its_resize_with_the_model
                                         max_epochs=1, train_patches=0))
     assert outcome.results.num_errors == 0
     assert outcome.prepared.splits.summary.resize == PATCH
+    # One patch per image: no strip to reference, so the strip reference is not compared.
+    assert outcome.summary.winner.best_metrics[keys.VAL_SCORERS_COMPARED] == len(SCORERS)
     checkpoint = outcome.summary.winner.checkpoint_path
     model = vae.load(checkpoint)
     assert model.config.model.input_resize == PATCH

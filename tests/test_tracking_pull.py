@@ -13,7 +13,13 @@ from mlflow import MlflowClient
 
 import vae
 from search.cli import main as aitexvae
-from tests.support.checkpoints import make_model, outputs, tiny_config, validation_set
+from tests.support.checkpoints import (
+    IMAGE_SIZE,
+    make_model,
+    outputs,
+    tiny_config,
+    validation_set,
+)
 from tests.support.mlflow_server import migrated_sqlite
 from tracking.artifacts import UnsafeArtifactError, find_pickles
 from tracking.cli import load_model
@@ -151,3 +157,28 @@ def test_a_strip_reference_pyfunc_scores_the_patches_of_one_call_as_one_strip(st
                                rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match=r"send one strip's patches per call, at least 2; got 1"):
         pyfunc.predict(images[:1])
+
+
+def test_a_resized_strip_reference_pyfunc_compares_only_patches_that_share_no_pixel():
+    """A resized model cuts each image into patches, the last aligned to the edge: those that
+    overlap must not serve as each other's reference (a defect would find itself)."""
+    from tracking.pyfunc_model import AitexVAEScorer
+    from vae.data.patches import cut
+    from vae.data.resize import resize_image
+    from vae.score.reference import strip_scores
+
+    side = IMAGE_SIZE
+    scorer = AitexVAEScorer()
+    scorer.model = make_model(tiny_config(**{"score.reference": "strip",
+                                             "model.input_resize": 2 * side}), seed=4)
+    images, _ = validation_set(normal=2, defect=1)  # 32² images, resized to 64²: 4 patches
+    parts, _, xs, ys = cut(resize_image(images[0], 2 * side), np.zeros((2 * side,) * 2, bool),
+                           side, side)
+    expected = strip_scores(scorer.model, parts, np.stack([xs, ys], 1))[0].max()
+    assert scorer.predict(None, images)[0] == pytest.approx(float(expected), rel=1e-6)
+    # 48²: patches at 0 and 16 on each axis, every one sharing pixels with every other.
+    scorer.model = make_model(tiny_config(**{"score.reference": "strip",
+                                             "model.input_resize": side + side // 2}), seed=4)
+    with pytest.raises(ValueError, match=r"the patch at \(0, 0\) has nothing to be compared "
+                                         r"with: every other patch of its strip shares pixels"):
+        scorer.predict(None, images)

@@ -22,6 +22,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -44,6 +45,7 @@ from tracking.pull import pull
 from tracking.registry import global_tracking_uri
 from tracking.runs import SearchTracker
 from tracking.settings import TrackingSettings
+from vae import checkpoint
 from vae.checkpoint import copy_for_pull
 from vae.score import Calibration, score_patches
 
@@ -330,6 +332,38 @@ def test_a_new_driver_continues_the_same_runs_without_duplicate_epochs(tmp_path,
     assert children["B"].info.status == "KILLED"
     assert children["B"].data.tags[names.TAG_STOP_REASON].startswith("lost by Tune")
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_strip_reference_trials_probe_is_decided_on_its_own_validation_scores(
+        tmp_path, tmp_path_factory):
+    """The staged checkpoint drops val_scores.npy, so the tracker keeps the probe's share of
+    them: a strip-reference model cannot score the probe patches apart from their strips."""
+    uri = migrated_sqlite(tmp_path / "mlflow.db", tmp_path_factory.getbasetemp())
+    images, labels = validation_set()
+    probe = choose_probe(images, labels, per_class=2)
+    tracker = SearchTracker(TrackingSettings(tracking_uri=uri), "reference-probe", probe=probe,
+                            validation_labels=labels)
+    parent = tracker.start_search({})
+    config = tiny_config(**{"score.reference": "strip"})
+    tracker.start_trial("A", config.flat())
+    tracker.log_result("A", {"epoch": 1, "val/objective": 0.9, "val/auroc": 0.9})
+    model = make_model(config, seed=2)
+    # Scores a strip reference could have given: defects high, normal patches spread below.
+    scores = np.where(labels == 1, 5.0, np.linspace(0.0, 1.0, len(labels))).astype(np.float32)
+    optimizer = torch.optim.Adam(model.parameters())
+    tracker.log_checkpoint("A", checkpoint.write(tmp_path / "ckpt", model, optimizer, 1,
+                                                 {"val/auroc": 0.9}, scores))
+    tracker.end_trial("A")
+    tracker.end_search(register=False, known_trials=["A"])
+    tracker.close()
+    client = client_for(uri)
+    run = children_by_trial(client, parent)["A"]
+    with Image.open(client.download_artifacts(run.info.run_id, "probe/probe.png",
+                                              str(tmp_path))) as picture:
+        pixels = np.asarray(picture.convert("RGB")).reshape(-1, 3)
+    # Both defects are above the calibrated threshold (normal quantile ≤ 1 < 5): rejected.
+    assert (pixels == np.array(REJECT, np.uint8)).all(axis=1).any()
+    assert not (pixels == np.array(WRONG, np.uint8)).all(axis=1).any()
 
 
 def _one_trial_search(tmp_path, tmp_path_factory, name: str):

@@ -11,11 +11,12 @@ code, so a fresh environment with the pip requirements can load and serve it.
 parsed to uint8 by that schema. A model trained on resized images (``model.input_resize``, e.g.
 a folder data set) takes images of any one size and resizes them as its training data was; an
 image larger than one patch then scores as its highest patch (rejected when any patch is), as
-``aitexvae score`` cuts it. Output: ``(N,)`` float32 anomaly scores, exactly ``vae.score``'s.
+``aitexvae score`` cuts it. Output: ``(N,)`` float32 anomaly scores, as ``aitexvae score`` gives them.
 A model validated with the strip as its own reference (``score.reference = "strip"``) scores
 each patch against the others: the patches of one call are taken as one strip's
 non-overlapping patches (send a strip per call, at least two patches), and an image of a
-resized model against the other patches cut from it.
+resized model against the other patches cut from it that share no pixel with it (refused,
+naming the patch, when one has none).
 With ``params={"decisions": True}`` a dict adds ``decision`` (True = reject) and ``threshold``.
 Called directly (``unwrap_python_model().predict``, no schema), it also takes ``(N, H, W)``,
 other integer types within 0..255 and floats in [0, 1], and refuses anything else by name.
@@ -112,11 +113,12 @@ class AitexVAEScorer(PythonModel):
                              f"image (score.reference='strip'), but it cuts a {resize}² image "
                              "into one patch")
         no_mask = np.zeros((resize, resize), dtype=bool)
-        patches = [cut(image, no_mask, patch_size, patch_size)[0] for image in resized]
-        if referenced:  # each image is its own strip
-            return np.array([strip_scores(self.model, part)[0].max() for part in patches],
-                            np.float32)
-        scores, _ = score_patches(self.model, np.concatenate(patches), keep_maps=False)
+        cuts = [cut(image, no_mask, patch_size, patch_size) for image in resized]
+        if referenced:  # each image is its own strip; its edge-aligned last patches overlap
+            return np.array([strip_scores(self.model, part, np.stack([xs, ys], 1))[0].max()
+                             for part, _, xs, ys in cuts], np.float32)
+        scores, _ = score_patches(self.model, np.concatenate([c[0] for c in cuts]),
+                                  keep_maps=False)
         return scores.reshape(len(images), -1).max(axis=1)
 
 

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from mlflow import MlflowClient
 
 from tracking import settings as names
@@ -27,6 +28,9 @@ class TrialState:
     pending_best: bool = False  # the last result improved: its checkpoint is wanted
     nonfinite: str | None = None
     staged: Path | None = None  # local copy of the best checkpoint (this driver's life only)
+    # The staged checkpoint's own validation scores of the probe patches (a strip-reference
+    # scorer cannot score them apart from their strips); None with no probe or no scores.
+    probe_scores: np.ndarray | None = None
     ended: bool = False
 
 

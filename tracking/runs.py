@@ -79,13 +79,14 @@ class SearchTracker:
 
     @property
     def example_images(self) -> np.ndarray | None:
-        """A normal and a defective probe patch (uint8), the registered model's input example."""
+        """A normal and a defective probe patch (uint8), the registered model's input example;
+        two patches whatever the probe holds, since a strip-reference model scores no fewer."""
         if self.probe is None:
             return None
         labels = self.probe.labels
         picks = [int(np.flatnonzero(labels == label)[0]) for label in (0, 1)
                  if (labels == label).any()]
-        return self.probe.images[picks]
+        return self.probe.images[picks if len(picks) == 2 else slice(2)]
 
     # -- the search ----------------------------------------------------------------------------
     def start_search(self, params: Mapping[str, Any] | None = None,
@@ -296,10 +297,13 @@ class SearchTracker:
                 return
             staged = stage_checkpoint(fetched, folder, self.validation_labels,
                                       self.settings.calibration_quantile)
+            scores = fetched / SCORES_FILE
+            probe_scores = np.load(scores, allow_pickle=False)[self.probe.indices] \
+                if self.probe is not None and scores.is_file() else None
         finally:
             shutil.rmtree(fetched, ignore_errors=True)
         self.client.log_artifacts(state.run_id, str(staged), names.BEST_CHECKPOINT_PATH)
-        previous, state.staged = state.staged, staged
+        previous, state.staged, state.probe_scores = state.staged, staged, probe_scores
         if previous is not None and previous != staged:
             shutil.rmtree(previous, ignore_errors=True)
 
@@ -354,12 +358,12 @@ class SearchTracker:
         path = self.staging / state.trial_id / "probe.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         calibration = folder / CALIBRATION_FILE  # accept/reject as the pulled model decides
-        scores = folder / SCORES_FILE  # the trial's own: a strip reference needs the strip
+        # The trial's own scores where this driver staged the checkpoint (one downloaded from
+        # MLflow holds none): a strip reference cannot score the probe apart from its strips.
         render_probe(vae.load(folder), self.probe, title=title,
                      calibration=Calibration.from_json(calibration)
                      if calibration.is_file() else None,
-                     scores=np.load(scores, allow_pickle=False)[self.probe.indices]
-                     if scores.is_file() else None).save(path)
+                     scores=state.probe_scores if folder == state.staged else None).save(path)
         self.client.log_artifact(state.run_id, str(path), names.PROBE_PATH)
 
     def best_checkpoint(self, trial_id: str, run_id: str) -> Path | None:

@@ -205,7 +205,7 @@ NORMALIZATIONS = ("none", "image")
 # scorer set (vae.score.scorers.NAMES) on the same reconstructions and the trial keeps the
 # best one in its checkpoint's config (score.* then describes the winner). "best_per_patch":
 # the same without the strip reference, whose nearest-window search per strip is the one
-# costly candidate on a CPU (README: "Scoring searched without retraining").
+# costly candidate on a CPU (README: "Scores and metrics").
 SCORE_SELECTIONS = ("fixed", "best", "best_per_patch")
 # "none": each patch is scored on its own, by the fields above. "strip": each patch's signed
 # residual is compared with the other patches of its strip (vae.score.reference, fixed window

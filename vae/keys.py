@@ -20,8 +20,8 @@ VAL_AUROC = "val/auroc"  # normal vs synthetic-defect patches (the objective wit
 VAL_REAL_AUROC = "val/real_auroc"
 # What ranks trials (search.objective: val/auroc, val/real_auroc or their mean).
 VAL_OBJECTIVE = "val/objective"
-# With score.select = "best": how many scorers were compared, which won (index into
-# vae.score.scorers.NAMES), and every scorer's AUROC as "val/auroc_by_scorer/<name>".
+# With score.select = "best" or "best_per_patch": how many scorers were compared, which won
+# (index into vae.score.scorers.NAMES), and every scorer's AUROC as "val/auroc_by_scorer/<name>".
 VAL_SCORERS_COMPARED = "val/scorers_compared"
 VAL_SCORER_INDEX = "val/scorer_index"
 VAL_AUROC_BY_SCORER = "val/auroc_by_scorer"

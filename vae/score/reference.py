@@ -9,7 +9,8 @@ distance is the anomaly map: texture that recurs elsewhere on the strip scores l
 found nowhere else scores high. This is the nearest-neighbour idea of PatchCore (Roth et al.
 2022), with the memory bank taken from the strip being inspected instead of from training data.
 
-Windows are compared in a PCA basis fitted on the strip's own query windows (``dimensions``
+Windows are compared in a PCA basis fitted on the strip's own query windows (of its bank
+patches, where only some may serve as references; ``dimensions``
 components, exact eigendecomposition, so the result is deterministic and needs no training
 state). Measured on the AITEX dev split's test strips, through ``aitexvae score`` on one
 champion (``bench/real_quality.py``): fabric-matched AUROC 0.722 → 0.832, DRA 0.811 → 0.915.
@@ -43,7 +44,7 @@ REFERENCE_SCORER = {"reference": "strip", "window": WINDOW, "dimensions": DIMENS
                     "query_stride": QUERY_STRIDE, "bank_stride": BANK_STRIDE, "reduction": "max"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # ndarray fields: identity, not a truth-ambiguous ==
 class StripLayout:
     """Where N patches lie: ``strips`` (N,) the strip each belongs to, ``corners`` (N, 2) its
     (x, y) there, ``bank`` (N,) bool the patches that may serve as references (None: all)."""
@@ -59,6 +60,18 @@ class StripLayout:
             raise ValueError(f"a StripLayout of {count} patches needs corners ({count}, 2) and "
                              f"bank ({count},); got {np.shape(self.corners)} and "
                              f"{None if self.bank is None else np.shape(self.bank)}")
+
+    def lonely(self, height: int, width: int) -> tuple[int, tuple[int, int]] | None:
+        """(strip, (x, y)) of the first patch of ``height`` × ``width`` that no patch of its
+        strip can serve as a reference for (``lonely_patch``), else None."""
+        strips = np.asarray(self.strips)
+        for strip in np.unique(strips):
+            rows = np.flatnonzero(strips == strip)
+            bank = None if self.bank is None else np.asarray(self.bank, bool)[rows]
+            corner = lonely_patch(np.asarray(self.corners)[rows], height, width, bank)
+            if corner is not None:
+                return int(strip), corner
+        return None
 
 
 def signed_residual(x_unit: torch.Tensor, recon_unit: torch.Tensor) -> torch.Tensor:
@@ -94,6 +107,9 @@ def layout_scores(residuals: torch.Tensor, layout: StripLayout) -> np.ndarray:
     this way says so instead of ranking on part of it.
     """
     height, width = residuals.shape[1:]
+    if len(layout.strips) != len(residuals):
+        raise ValueError(f"the StripLayout places {len(layout.strips)} patches, but "
+                         f"{len(residuals)} were scored; allowed: one layout row per patch")
     scores = np.full(len(residuals), np.nan, np.float32)
     strips = np.asarray(layout.strips)
     for strip in np.unique(strips):
@@ -185,10 +201,11 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
         first = alone[0]
         where = f"patch {first}" if corners is None else \
             f"the patch at ({int(corners[first][0])}, {int(corners[first][1])})"
-        raise ValueError(f"{where} overlaps every other reference patch of its strip, so "
-                         f"nothing is left to compare it with; allowed: patches cut at a stride "
-                         f"of at least the patch size ({width}), and a bank of at least one "
-                         "other patch")
+        others = "patch of its strip" if bank is None else "bank patch of its strip"
+        raise ValueError(f"{where} has nothing to be compared with: every other {others} "
+                         f"shares pixels with it, or there is none; allowed: patches cut at a "
+                         f"stride of at least the patch size ({width}), and a bank of at least "
+                         "one other patch")
     allowed = torch.from_numpy(allowed).to(residuals.device)
     queries = _windows(residuals, window, QUERY_STRIDE)
     fitted_on = queries if bank is None else queries[torch.as_tensor(np.asarray(bank, bool))
