@@ -37,6 +37,7 @@ from sklearn.metrics import roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vae.config import REFERENCES  # noqa: E402
 from vae.data import DataConfig, load_catalog  # noqa: E402
 from vae.data.splits import assign_strips  # noqa: E402
 from vae.score.blur import gaussian_blur  # noqa: E402
@@ -150,7 +151,7 @@ def main() -> int:
           f"DRA {floor_dra:.4f}")
     own = config["score"].get("reference", "none")
     figures = {}
-    for reference in (own, *(r for r in ("none", "strip") if r != own)):
+    for reference in (own, *(r for r in REFERENCES if r != own)):
         out = work / f"score-{reference}"
         flags = [] if reference == own else ["--reference", reference]
         seconds = _run([*CLI, "score", "--model", str(work / "champion"), "--data-root",

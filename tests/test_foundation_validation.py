@@ -176,12 +176,13 @@ def test_the_strip_reference_in_validation_scores_as_a_pulled_model_scores_each_
     # A checkpoint that keeps the reference scores each strip, alone, exactly as validation did.
     model.config = replace(config, score=candidates(config.score)[STRIP_REFERENCE])
     pulled = vae.load(vae.save(model, tmp_path / "pulled"))
-    assert pulled.config.score.reference == "strip"
+    assert pulled.config.score.reference == "strip_peak"
     _, by_scorer = validation_pass(model, images, candidates(pulled.config.score), labels == 0,
                                    layout=layouts[1])
     for strip in (0, 1):
         rows = strips == strip
-        np.testing.assert_allclose(strip_scores(pulled, images[rows], corners[rows])[0],
+        np.testing.assert_allclose(strip_scores(pulled, images[rows], corners[rows],
+                                                reference="strip_peak")[0],
                                    by_scorer[STRIP_REFERENCE][rows], rtol=1e-5)
-    with pytest.raises(ValueError, match=r"score.reference='strip' scores a patch against"):
+    with pytest.raises(ValueError, match=r"score.reference='strip_peak' scores a patch against"):
         score_patches(pulled, images)

@@ -15,6 +15,7 @@ from tests.support.checkpoints import make_model, tiny_config, validation_set
 from vae.data import DataConfig, load_splits
 from vae.io import CONFIG_FILE
 from vae.score import score_patches
+from vae.score.reference import signed_residuals, strip_reference, strip_scores
 
 # The complete config of a version-1 model folder, exactly as the code before version 2 wrote it.
 VERSION_1_KEYS = {
@@ -61,12 +62,28 @@ def test_a_version_3_model_folder_without_score_reference_scores_each_patch_alon
     np.testing.assert_array_equal(score_patches(loaded, images, keep_maps=False)[0], expected)
 
 
+def test_a_version_4_strip_reference_model_scores_with_the_smoothed_max_it_was_validated_with(
+        tmp_path):
+    # Format 5 added "strip_peak"; a version-4 folder's "strip" keeps the 3×3-smoothed max
+    # (pinned against NumPy in test_score_reference), and is not silently upgraded.
+    model = make_model(tiny_config(**{"score.reference": "strip"}), seed=3)
+    images, _ = validation_set(normal=4, defect=2)
+    loaded = _saved_as_older(model, tmp_path / "v4",
+                             lambda document: {**document, "format_version": 4})
+    assert loaded.config == model.config and loaded.config.score.reference == "strip"
+    scores = strip_scores(loaded, images, reference=loaded.config.score.reference)[0]
+    smoothed = strip_reference(signed_residuals(model, images), reference="strip")[1].numpy()
+    peak = strip_reference(signed_residuals(model, images), reference="strip_peak")[1].numpy()
+    np.testing.assert_array_equal(scores, smoothed)
+    assert not np.allclose(scores, peak)
+
+
 def test_an_unknown_format_version_is_refused_naming_the_readable_ones(tmp_path):
     folder = vae.save(make_model(tiny_config(), seed=0), tmp_path / "m")
     document = json.loads((folder / CONFIG_FILE).read_text())
-    document["format_version"] = 5
+    document["format_version"] = 6
     (folder / CONFIG_FILE).write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=r"format_version 5 is not supported.*\[1, 2, 3, 4\]"):
+    with pytest.raises(ValueError, match=r"format_version 6 is not supported.*\[1, 2, 3, 4, 5\]"):
         vae.load(folder)
 
 

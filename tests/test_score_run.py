@@ -21,7 +21,7 @@ from search.cli import main
 from vae.config import ModelConfig, ScoreConfig, VAEConfig
 from vae.model import build_model
 from vae.score import CALIBRATION_FILE, Calibration, aupro, score_patches, stitch
-from vae.score.reference import REFERENCE_SCORER, signed_residuals, strip_reference
+from vae.score.reference import reference_scorer, signed_residuals, strip_reference
 from vae.score.run import CSV_COLUMNS
 
 P = 32  # patch = model image size
@@ -271,12 +271,13 @@ def test_reference_strip_scores_each_image_against_its_own_other_patches(aitex_r
     assert {r["decision"] for r in rows} == {""}  # the calibration is for the model's own scores
     assert "not for --reference strip scores" in caplog.text
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["reference"] == "strip" and summary["score_config"] == REFERENCE_SCORER
+    assert summary["reference"] == "strip" and summary["score_config"] == reference_scorer("strip")
+    assert summary["score_config"]["smooth"] == 3 and summary["score_config"]["reduction"] == "max"
     model = vae.load(model_dir)
     for name, (_, width, _) in STRIPS.items():
         patches, xs = _cut(_strip(aitex_root, name)[0], width)
         corners = np.stack([xs, np.zeros_like(xs)], 1)  # 0006 ends on a patch overlapping one
-        _, expected = strip_reference(signed_residuals(model, patches), corners)
+        _, expected = strip_reference(signed_residuals(model, patches), corners, reference="strip")
         got = [float(r["score"]) for r in rows if r["file"] == name]
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert json.loads((out / "metrics.json").read_text())["n_anomalous"] == 5
@@ -292,7 +293,7 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
         aitex_root, tmp_path, caplog):
     torch.manual_seed(0)
     config = VAEConfig(model=ModelConfig(image_size=P, latent_dim=8),
-                       score=ScoreConfig(select="best", reference="strip"))
+                       score=ScoreConfig(select="best", reference="strip_peak"))
     model = build_model(config)
     directory = vae.save(model, tmp_path / "model")
     Calibration.fit(np.array([0.1, 0.2, 0.3]), quantile=0.5).to_json(
@@ -302,11 +303,12 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
     assert main(["score", "--model", str(directory), "--data-root", str(aitex_root),
                  "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["reference"] == "strip" and summary["threshold"] == threshold
+    assert summary["reference"] == "strip_peak" and summary["threshold"] == threshold
+    assert summary["score_config"] == reference_scorer("strip_peak")
     rows = _rows(out)
     patches, xs = _cut(_strip(aitex_root, "Defect_images/0005_002_01.png")[0], 128)
     _, expected = strip_reference(signed_residuals(model, patches),
-                                  np.stack([xs, np.zeros_like(xs)], 1))
+                                  np.stack([xs, np.zeros_like(xs)], 1), reference="strip_peak")
     got = [float(r["score"]) for r in rows if r["file"] == "Defect_images/0005_002_01.png"]
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert [r["decision"] for r in rows] == [str(int(float(r["score"]) > threshold))
@@ -316,7 +318,7 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
     assert main(["score", "--model", str(directory), "--data-root", str(aitex_root),
                  "--out", str(alone), "--reference", "none"]) == 0
     assert {r["decision"] for r in _rows(alone)} == {""}
-    assert "(reference strip), not for --reference none scores" in caplog.text
+    assert "(reference strip_peak), not for --reference none scores" in caplog.text
     assert json.loads((alone / "summary.json").read_text())["score_config"]["reference"] == "none"
 
 

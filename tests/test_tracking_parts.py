@@ -92,7 +92,7 @@ def test_the_probe_picture_prints_decisions_in_their_colours():
 def test_the_probe_of_a_strip_reference_model_shows_the_trials_own_scores_or_none():
     images, labels = validation_set(normal=3, defect=3)
     probe = choose_probe(images, labels, per_class=2)
-    model = make_model(tiny_config(**{"score.reference": "strip"}), seed=1)
+    model = make_model(tiny_config(**{"score.reference": "strip_peak"}), seed=1)
     calibration = _probe_calibration(0.5)
 
     def pixels_of(colour, scores) -> int:

@@ -148,12 +148,14 @@ def test_a_strip_reference_pyfunc_scores_the_patches_of_one_call_as_one_strip(st
     from vae.score.reference import strip_scores
 
     uri, client, run_id = store
-    model = make_model(tiny_config(**{"score.select": "best", "score.reference": "strip"}), seed=2)
+    model = make_model(tiny_config(**{"score.select": "best", "score.reference": "strip_peak"}),
+                       seed=2)
     images, _ = validation_set(normal=4, defect=2)
     info = log_pyfunc(client, uri, run_id, vae.save(model, tmp_path / "weights"), images[:2])
     with global_tracking_uri(uri):
         pyfunc = mlflow.pyfunc.load_model(info.model_uri)
-    np.testing.assert_allclose(pyfunc.predict(images), strip_scores(model, images)[0],
+    np.testing.assert_allclose(pyfunc.predict(images),
+                               strip_scores(model, images, reference="strip_peak")[0],
                                rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match=r"send one strip's patches per call, at least 2; got 1"):
         pyfunc.predict(images[:1])
@@ -169,12 +171,13 @@ def test_a_resized_strip_reference_pyfunc_compares_only_patches_that_share_no_pi
 
     side = IMAGE_SIZE
     scorer = AitexVAEScorer()
-    scorer.model = make_model(tiny_config(**{"score.reference": "strip",
+    scorer.model = make_model(tiny_config(**{"score.reference": "strip_peak",
                                              "model.input_resize": 2 * side}), seed=4)
     images, _ = validation_set(normal=2, defect=1)  # 32² images, resized to 64²: 4 patches
     parts, _, xs, ys = cut(resize_image(images[0], 2 * side), np.zeros((2 * side,) * 2, bool),
                            side, side)
-    expected = strip_scores(scorer.model, parts, np.stack([xs, ys], 1))[0].max()
+    expected = strip_scores(scorer.model, parts, np.stack([xs, ys], 1),
+                            reference="strip_peak")[0].max()
     assert scorer.predict(None, images)[0] == pytest.approx(float(expected), rel=1e-6)
     # 48²: patches at 0 and 16 on each axis, every one sharing pixels with every other.
     scorer.model = make_model(tiny_config(**{"score.reference": "strip",

@@ -344,7 +344,7 @@ def test_a_strip_reference_trials_probe_is_decided_on_its_own_validation_scores(
     tracker = SearchTracker(TrackingSettings(tracking_uri=uri), "reference-probe", probe=probe,
                             validation_labels=labels)
     parent = tracker.start_search({})
-    config = tiny_config(**{"score.reference": "strip"})
+    config = tiny_config(**{"score.reference": "strip_peak"})
     tracker.start_trial("A", config.flat())
     tracker.log_result("A", {"epoch": 1, "val/objective": 0.9, "val/auroc": 0.9})
     model = make_model(config, seed=2)

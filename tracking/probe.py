@@ -10,8 +10,8 @@ loss term targets. Above each column: the patch's anomaly score (``vae.score``, 
 score`` computes it) and, when the checkpoint is calibrated, accept or reject against the
 threshold, marked right or wrong against the patch's label. The scores are the trial's own
 (its checkpoint's ``val_scores.npy``), so a model that scores a patch against the rest of its
-strip (``score.reference = "strip"``) is captioned by what it decided; its residual row is the
-per-patch map of the same reconstruction.
+strip (``score.reference`` other than ``"none"``) is captioned by what it decided; its residual
+row is the per-patch map of the same reconstruction.
 Drawn with Pillow: no matplotlib state, safe in the tracker's writer thread.
 """
 

@@ -12,8 +12,8 @@ parsed to uint8 by that schema. A model trained on resized images (``model.input
 a folder data set) takes images of any one size and resizes them as its training data was; an
 image larger than one patch then scores as its highest patch (rejected when any patch is), as
 ``aitexvae score`` cuts it. Output: ``(N,)`` float32 anomaly scores, as ``aitexvae score`` gives them.
-A model validated with the strip as its own reference (``score.reference = "strip"``) scores
-each patch against the others: the patches of one call are taken as one strip's
+A model validated with the strip as its own reference (``score.reference`` ``"strip_peak"`` or
+``"strip"``) scores each patch against the others: the patches of one call are taken as one strip's
 non-overlapping patches (send a strip per call, at least two patches), and an image of a
 resized model against the other patches cut from it that share no pixel with it (refused,
 naming the patch, when one has none).
@@ -80,12 +80,12 @@ class AitexVAEScorer(PythonModel):
         images = to_uint8_images(model_input, config.in_channels)
         if config.input_resize:
             scores = self._score_resized(images, config.input_resize, config.image_size)
-        elif self.model.config.score.reference == "strip":
+        elif (reference := self.model.config.score.reference) != "none":
             if len(images) < 2:
                 raise ValueError(f"this model scores each patch against the other patches of "
-                                 f"its strip (score.reference='strip'): send one strip's "
+                                 f"its strip (score.reference={reference!r}): send one strip's "
                                  f"patches per call, at least 2; got {len(images)}")
-            scores = strip_scores(self.model, images)[0]
+            scores = strip_scores(self.model, images, reference=reference)[0]
         else:
             scores, _ = score_patches(self.model, images, keep_maps=False)
         if not (params or {}).get("decisions"):
@@ -105,17 +105,19 @@ class AitexVAEScorer(PythonModel):
         if not len(images):
             return np.zeros(0, np.float32)
         resized = np.stack([resize_image(image, resize) for image in images])
-        referenced = self.model.config.score.reference == "strip"
+        reference = self.model.config.score.reference
+        referenced = reference != "none"
         if resize == patch_size and not referenced:
             return score_patches(self.model, resized, keep_maps=False)[0]
         if resize == patch_size:
             raise ValueError("this model scores each patch against the other patches of its "
-                             f"image (score.reference='strip'), but it cuts a {resize}² image "
+                             f"image (score.reference={reference!r}), but it cuts a {resize}² image "
                              "into one patch")
         no_mask = np.zeros((resize, resize), dtype=bool)
         cuts = [cut(image, no_mask, patch_size, patch_size) for image in resized]
         if referenced:  # each image is its own strip; its edge-aligned last patches overlap
-            return np.array([strip_scores(self.model, part, np.stack([xs, ys], 1))[0].max()
+            return np.array([strip_scores(self.model, part, np.stack([xs, ys], 1),
+                                          reference=reference)[0].max()
                              for part, _, xs, ys in cuts], np.float32)
         scores, _ = score_patches(self.model, np.concatenate([c[0] for c in cuts]),
                                   keep_maps=False)

@@ -207,11 +207,13 @@ NORMALIZATIONS = ("none", "image")
 # the same without the strip reference, whose nearest-window search per strip is the one
 # costly candidate on a CPU (README: "Scores and metrics").
 SCORE_SELECTIONS = ("fixed", "best", "best_per_patch")
-# "none": each patch is scored on its own, by the fields above. "strip": each patch's signed
-# residual is compared with the other patches of its strip (vae.score.reference, fixed window
-# and basis): map, smooth_sigma, reduction, topk_fraction and normalize are then unused, and
-# scores need the strip, so a lone patch cannot be scored.
-REFERENCES = ("none", "strip")
+# "none": each patch is scored on its own, by the fields above. "strip" and "strip_peak": each
+# patch's signed residual is compared with the other patches of its strip (vae.score.reference,
+# fixed window and basis; they differ in how the distances become a score: smoothed max, or
+# the unsmoothed max above the patch's median, which "best" compares): map, smooth_sigma,
+# reduction, topk_fraction and normalize are then unused, and scores need the strip, so a lone
+# patch cannot be scored.
+REFERENCES = ("none", "strip", "strip_peak")
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ CONFIG_FILE = "config.json"
 # exactly what version 1 did, so a version-1 folder loads as it is and scores identically.
 # Version 3 added model.input_resize (default 0: native resolution, what versions 1-2 did).
 # Version 4 added score.reference (default "none": each patch on its own, what 1-3 did).
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# Version 5 added its value "strip_peak"; "strip" scores as it did in version 4.
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 MAX_PARAMETERS = 200_000_000  # ~100x this project's largest search-space model
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 

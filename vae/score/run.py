@@ -7,8 +7,9 @@ set. Pixel metrics are computed on the stitched maps (a defect cut by a patch bo
 region), resized back to the original image, so metrics and overlays compare with the original
 mask.
 Only the ``max_overlays`` most interesting strips are kept for pictures: defective ones first,
-then the highest-scoring ones. ``reference="strip"`` scores each image's patches against the
-image's other patches (``vae.score.reference``) instead of with the model's own scorer.
+then the highest-scoring ones. ``reference="strip_peak"`` (or ``"strip"``) scores each image's
+patches against the image's other patches (``vae.score.reference``) instead of with the
+model's own per-patch scorer.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from vae.score.metrics import evaluate_scores
 from vae.score.overlay import save_overlay
 from vae.score.pixel_metrics import PixelSample
 from vae.score.reference import (
-    REFERENCE_SCORER,
     REFERENCES,
     lonely_patch,
+    reference_scorer,
     signed_residuals,
     strip_reference,
 )
@@ -75,7 +76,7 @@ class ScoreReport:
     score_config: dict[str, Any] = field(default_factory=dict)
     nonfinite: int = 0  # patches whose score is NaN/inf: rejected, never accepted
     resize: int = 0  # images were resized to resize² before patching (0: native)
-    reference: str = "none"  # "strip": each patch scored against its image's other patches
+    reference: str = "none"  # else each patch scored against its image's other patches
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "score_config": self.score_config,
@@ -141,7 +142,7 @@ class _Run:
         if not pending:
             return
         patches = np.concatenate([c.patches for c in pending])
-        score = self._referenced if self.reference == "strip" else self._own
+        score = self._own if self.reference == "none" else self._referenced
         for part, (scores, maps) in zip(pending, score(patches, pending), strict=True):
             self._strip(part, scores, maps)
         pending.clear()
@@ -162,7 +163,8 @@ class _Run:
         bounds = np.cumsum([len(part.patches) for part in parts])[:-1].tolist()
         for part, strip in zip(parts, torch.tensor_split(residuals, bounds), strict=True):
             with scoring_precision(residuals.device):  # no TF32 in the distances either
-                maps, scores = strip_reference(strip, part.corners)
+                maps, scores = strip_reference(strip, part.corners,
+                                               reference=self.reference)
             yield scores.cpu().numpy(), maps.cpu().numpy()
 
     def _strip(self, part: _Cut, scores: np.ndarray, maps: np.ndarray) -> None:
@@ -226,8 +228,8 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
 
     ``threshold`` (e.g. from the model's ``calibration.json``) fills the ``decision`` column
     (1 = anomalous: score > threshold). Bad images are skipped and listed, never fatal.
-    ``reference``: None scores as the model was validated (``score.reference``); ``"strip"``
-    scores each image's patches against its other patches (an image where a patch has no
+    ``reference``: None scores as the model was validated (``score.reference``);
+    ``"strip_peak"`` or ``"strip"`` scores each image's patches against its other patches (an image where a patch has no
     disjoint partner is skipped), ``"none"`` each patch on its own. The model's calibration
     fits only its own choice.
     """
@@ -253,7 +255,7 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
     report = ScoreReport(out_dir=out, skipped=list(source.skipped), threshold=threshold,
                          model=model_name, resize=resize, reference=reference,
                          score_config=asdict(replace(model.config.score, reference="none"))
-                         if reference == "none" else dict(REFERENCE_SCORER))
+                         if reference == "none" else reference_scorer(reference))
     started = last_log = time.monotonic()
     with scoring_layout(model), open(out / SCORES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -265,11 +267,11 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
             part = entry if isinstance(entry, Issue) else \
                 _cut(entry, patch_size, stride, resize, min_defect_pixels)
             lonely = lonely_patch(part.corners, patch_size, patch_size) \
-                if reference == "strip" and isinstance(part, _Cut) else None
+                if reference != "none" and isinstance(part, _Cut) else None
             if lonely is not None:
                 part = Issue(part.item.file, f"the patch at {lonely} shares pixels with every "
-                             "other patch of the image (or is its only one): --reference strip "
-                             "compares a patch with patches that share none; use --stride "
+                             "other patch of the image (or is its only one): --reference "
+                             f"{reference} compares a patch with patches that share none; use --stride "
                              f"{patch_size}, or --reference none", kind="reference")
             if isinstance(part, Issue):
                 logger.warning("skipping %s: %s", part.file, part.reason)

@@ -6,14 +6,17 @@ optimistically biased, and the trial logs K (``val/scorers_compared``) so that b
 visible. Each entry keeps the trial's ``topk_fraction`` and fills in map, sigma, reduction and
 normalisation; which scorer won is recorded in the metrics and in the checkpoint's config.
 
-``STRIP_REFERENCE`` (``score.reference = "strip"``) is the one candidate that is not per
+``STRIP_REFERENCE`` (``score.reference = "strip_peak"``) is the one candidate that is not per
 patch: each patch's signed residual against the other patches of its strip
 (``vae.score.reference``). It needs the patches' ``StripLayout`` and costs a nearest-window
 search per strip after the pass (about 1 s per 16-patch strip of 256² on 2 CPU cores), so it
-is compared only where a layout is given. On the AITEX dev split it lifted one champion's
-fabric-matched AUROC on the held-out test strips from 0.722 to 0.832 (``bench/real_quality.py``);
-on the synthetic demo fabric it did worse (0.942 → 0.847). Which way a data set goes is what
-the validation pass measures.
+is compared only where a layout is given. On the AITEX dev split's held-out test strips the
+strip reference lifted one champion's fabric-matched AUROC from 0.722 to 0.832 (``"strip"``,
+``bench/real_quality.py``), and ``"strip_peak"`` lifts another's from 0.815 (``"strip"``) to
+0.880; on the synthetic demo fabric the reference did worse than per-patch scorers (0.942 →
+0.847). Which way a data set goes is what the validation pass measures. ``"strip"`` (model
+format 4) is no longer a candidate: it would double the selection bias for a scorer that
+``"strip_peak"`` beat on every residual measured; a model that chose it still scores with it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ SCORERS: dict[str, tuple[str, float, str, str]] = {
     "msgms/max": ("msgms", 2.0, "max", "none"),
     "msgms/max/image": ("msgms", 2.0, "max", "image"),
 }
-STRIP_REFERENCE = "strip_reference"
+# score.reference → the scorer's name; "strip" was the candidate of model format 4.
+REFERENCE_NAMES = {"strip": "strip_reference", "strip_peak": "strip_reference/peak"}
+CANDIDATE_REFERENCE = "strip_peak"
+STRIP_REFERENCE = REFERENCE_NAMES[CANDIDATE_REFERENCE]
 NAMES = (*SCORERS, STRIP_REFERENCE)  # every candidate, in the order val/scorer_index counts
 
 
@@ -56,13 +62,13 @@ def candidates(score_config: ScoreConfig, *, reference: bool = True) -> dict[str
     # The per-patch fields are unused by the reference; the defaults keep its config plain.
     return {**per_patch, STRIP_REFERENCE: ScoreConfig(topk_fraction=score_config.topk_fraction,
                                                       select=score_config.select,
-                                                      reference="strip")}
+                                                      reference=CANDIDATE_REFERENCE)}
 
 
 def scorer_name(score_config: ScoreConfig) -> str:
     """The set's name for this scorer, or a descriptive one for a scorer outside the set."""
-    if score_config.reference == "strip":
-        return STRIP_REFERENCE
+    if score_config.reference != "none":
+        return REFERENCE_NAMES[score_config.reference]
     key = (score_config.map, score_config.smooth_sigma, score_config.reduction,
            score_config.normalize)
     for name, entry in SCORERS.items():
@@ -83,9 +89,10 @@ class Scoring:
                  ) -> None:
         self.layout = layout
         self.per_patch = {n: c for n, c in configs.items() if c.reference == "none"}
-        self.referenced = [n for n, c in configs.items() if c.reference != "none"]
+        self.referenced = {n: c.reference for n, c in configs.items() if c.reference != "none"}
         if self.referenced and layout is None:
-            raise ValueError(f"scorer {self.referenced[0]!r} compares each patch with the other "
+            first = next(iter(self.referenced))
+            raise ValueError(f"scorer {first!r} compares each patch with the other "
                              "patches of its strip and needs their StripLayout; without one, "
                              "use per-patch scorers only (candidates(..., reference=False))")
         self.parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.per_patch}
@@ -103,8 +110,9 @@ class Scoring:
         out = {name: torch.cat(chunks).cpu().numpy() if chunks else np.zeros(0, np.float32)
                for name, chunks in self.parts.items()}
         if self.referenced:
-            reference = layout_scores(torch.cat(self.residuals), self.layout)
-            out.update(dict.fromkeys(self.referenced, reference))
+            residuals = torch.cat(self.residuals)
+            out.update({name: layout_scores(residuals, self.layout, reference=reference)
+                        for name, reference in self.referenced.items()})
         return out
 
 
