@@ -15,6 +15,7 @@ from vae.score.reference import (
     StripLayout,
     layout_scores,
     lonely_patch,
+    off_fabric,
     strip_reference,
 )
 
@@ -87,6 +88,63 @@ def test_strip_peak_ranks_a_small_knot_above_a_patch_that_is_rough_all_over():
     assert int(peak.argmax()) == 5 and float(peak[5]) > 2 * float(peak[2])
     others = torch.cat([peak[:2], peak[3:5], peak[6:]])
     assert float(peak[2]) > float(others.max())  # rough still ranks above the plain patches
+
+
+def test_off_fabric_is_the_columns_mostly_at_the_white_clip():
+    x = torch.full((3, 2, P, P), 0.5)
+    x[0, :, :, :20] = 1.0  # the background beyond the fabric's edge, both channels clipped
+    x[0, :, : P // 3, 30] = 1.0  # a third of a column clipped: still fabric
+    x[1, :, 20:26, 30:36] = 1.0  # a hole showing the background: fabric
+    x[2, 0, :, :20] = 1.0  # clipped in one channel only: fabric
+    background = off_fabric(x)
+    assert background.shape == (3, P, P) and background.dtype == torch.bool
+    assert bool(background[0, :, :20].all()) and not bool(background[0, :, 20:].any())
+    assert not bool(background[1:].any())
+    assert not bool(off_fabric(torch.full((1, 1, P, P), 254 / 255)).any())  # not yet clipped
+
+
+def test_strip_peak_leaves_out_the_fabrics_edge_and_still_finds_a_hole():
+    # The patch holding the fabric's edge is the only one of its strip with that edge, so it
+    # is far from every reference there; a defect is what should rank first.
+    strip = _weave(8, period=6.0, contrast=0.05, seed=2)
+    background = torch.zeros(8, P, P, dtype=torch.bool)
+    background[0, :, :24] = True
+    strip[0, :, :24] = 0.0  # flat white: reconstructed well
+    strip[0, :, 24:30] += 0.3  # the frayed edge: not
+    strip[5, 30:34, 40:44] += 0.4  # a 4-px hole, clipped too, but a small part of its columns
+    blind = strip_reference(strip, reference=PEAK)[1]
+    maps, seen = strip_reference(strip, reference=PEAK, background=background)
+    plain = torch.cat([seen[1:5], seen[6:]])
+    assert int(blind.argmax()) == 0 and float(blind[0]) > 2 * float(plain.max())
+    assert int(seen.argmax()) == 5 and float(seen[5]) > 2 * float(seen[0])
+    assert float(seen[0]) < 2 * float(plain.max())  # the rest of the edge patch is plain fabric
+    assert torch.equal(seen[1:], blind[1:])  # nothing changes where there is no background
+    assert not bool(maps[0, :, :24 + WINDOW].any())  # the edge is not drawn on the map either
+    everywhere = torch.ones(8, P, P, dtype=torch.bool)
+    assert not bool(strip_reference(strip, reference=PEAK, background=everywhere)[1].any())
+    smoothed = strip_reference(strip, reference="strip")[1]  # format 4: no background rule
+    assert torch.equal(strip_reference(strip, reference="strip", background=background)[1],
+                       smoothed)
+
+
+def test_the_fabric_windows_equal_a_plain_numpy_search():
+    strip = _weave(3, period=6.0, contrast=0.05, seed=9)
+    background = torch.zeros(3, P, P, dtype=torch.bool)
+    background[1, :, 56:] = True
+    residuals = strip.double().numpy()
+    queries = np.stack([_windows_np(r, QUERY_STRIDE) for r in residuals])
+    flat = queries.reshape(-1, WINDOW * WINDOW)
+    mean = flat.mean(0)
+    _, vectors = np.linalg.eigh((flat - mean).T @ (flat - mean))
+    basis = vectors[:, -DIMENSIONS:]
+    bank = np.concatenate([_windows_np(r, BANK_STRIDE) for r in (residuals[0], residuals[2])])
+    q, b = (queries[1] - mean) @ basis, (bank - mean) @ basis
+    distance = np.sqrt(((q[:, None] - b[None]) ** 2).sum(-1)).min(1)
+    starts = np.array([x for _ in range(0, P - WINDOW + 1, QUERY_STRIDE)
+                       for x in range(0, P - WINDOW + 1, QUERY_STRIDE)])
+    kept = distance[starts + WINDOW + WINDOW <= 56]  # farther than one window from column 56
+    got = strip_reference(strip, reference=PEAK, background=background)[1]
+    np.testing.assert_allclose(float(got[1]), kept.max() - np.median(kept), rtol=1e-4)
 
 
 def _windows_np(patch: np.ndarray, stride: int) -> np.ndarray:
@@ -184,6 +242,8 @@ def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
     (torch.zeros(3, P, P), {"bank": np.ones(2, bool)}, r"bank must be a bool mask of shape \(3,\)"),
     (torch.zeros(3, P, P), {"reference": "none"},
      r"reference='none' is not a strip reference; allowed: strip, strip_peak"),
+    (torch.zeros(3, P, P), {"background": torch.zeros(3, P, P - 1, dtype=torch.bool)},
+     r"background must have the residuals' shape \(3, 64, 64\), got \(3, 64, 63\)"),
 ])
 def test_bad_input_is_one_clear_error(residuals, kwargs, message):
     with pytest.raises(ValueError, match=message):

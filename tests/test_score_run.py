@@ -277,7 +277,9 @@ def test_reference_strip_scores_each_image_against_its_own_other_patches(aitex_r
     for name, (_, width, _) in STRIPS.items():
         patches, xs = _cut(_strip(aitex_root, name)[0], width)
         corners = np.stack([xs, np.zeros_like(xs)], 1)  # 0006 ends on a patch overlapping one
-        _, expected = strip_reference(signed_residuals(model, patches), corners, reference="strip")
+        residuals, background = signed_residuals(model, patches)
+        _, expected = strip_reference(residuals, corners, reference="strip",
+                                      background=background)
         got = [float(r["score"]) for r in rows if r["file"] == name]
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert json.loads((out / "metrics.json").read_text())["n_anomalous"] == 5
@@ -307,8 +309,9 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
     assert summary["score_config"] == reference_scorer("strip_peak")
     rows = _rows(out)
     patches, xs = _cut(_strip(aitex_root, "Defect_images/0005_002_01.png")[0], 128)
-    _, expected = strip_reference(signed_residuals(model, patches),
-                                  np.stack([xs, np.zeros_like(xs)], 1), reference="strip_peak")
+    residuals, background = signed_residuals(model, patches)
+    _, expected = strip_reference(residuals, np.stack([xs, np.zeros_like(xs)], 1),
+                                  reference="strip_peak", background=background)
     got = [float(r["score"]) for r in rows if r["file"] == "Defect_images/0005_002_01.png"]
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert [r["decision"] for r in rows] == [str(int(float(r["score"]) > threshold))

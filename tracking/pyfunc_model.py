@@ -12,9 +12,9 @@ parsed to uint8 by that schema. A model trained on resized images (``model.input
 a folder data set) takes images of any one size and resizes them as its training data was; an
 image larger than one patch then scores as its highest patch (rejected when any patch is), as
 ``aitexvae score`` cuts it. Output: ``(N,)`` float32 anomaly scores, as ``aitexvae score`` gives them.
-A model validated with the strip as its own reference (``score.reference`` ``"strip_peak"`` or
-``"strip"``) scores each patch against the others: the patches of one call are taken as one strip's
-non-overlapping patches (send a strip per call, at least two patches), and an image of a
+A model validated with the strip as its own reference (``score.reference`` ``"strip_peak"``
+or ``"strip"``) scores each patch against the others: the patches of one call are taken as one
+strip's non-overlapping patches (send a strip per call, at least two patches), and an image of a
 resized model against the other patches cut from it that share no pixel with it (refused,
 naming the patch, when one has none).
 With ``params={"decisions": True}`` a dict adds ``decision`` (True = reject) and ``threshold``.
@@ -111,8 +111,8 @@ class AitexVAEScorer(PythonModel):
             return score_patches(self.model, resized, keep_maps=False)[0]
         if resize == patch_size:
             raise ValueError("this model scores each patch against the other patches of its "
-                             f"image (score.reference={reference!r}), but it cuts a {resize}² image "
-                             "into one patch")
+                             f"image (score.reference={reference!r}), but it cuts a {resize}² "
+                             "image into one patch")
         no_mask = np.zeros((resize, resize), dtype=bool)
         cuts = [cut(image, no_mask, patch_size, patch_size) for image in resized]
         if referenced:  # each image is its own strip; its edge-aligned last patches overlap

@@ -14,9 +14,9 @@ patches, where only some may serve as references; ``dimensions``
 components, exact eigendecomposition, so the result is deterministic and needs no training
 state). Measured on the AITEX dev split's test strips, through ``aitexvae score`` on one
 champion (``bench/real_quality.py``): fabric-matched AUROC 0.722 → 0.832, DRA 0.811 → 0.915.
-A basis fitted on training residuals did better on a blur residual in
-``bench/self_reference_probe.py`` (0.859 against 0.826 for the strip's own), within about one
-standard error of 55 anomalous patches; it would have to travel with the model.
+A basis fitted on training residuals did better on a blur residual with the smoothed max
+(``bench/self_reference_probe.py``: 0.859 against 0.826 for the strip's own), but not with
+``"strip_peak"``'s reduction (0.882 against 0.885), so no basis travels with the model.
 
 How a patch's distances become its score is the reference's name (``METHODS``). ``"strip"``
 (model format 4) averages each 3×3 block of neighbouring windows and takes the max: a
@@ -27,6 +27,14 @@ whose whole texture is a little off the strip's (a fold, a shade) no longer outr
 defect on a quiet one. On the same champion's residuals and the same test strips: 0.815
 (``strip``) → 0.854 (unsmoothed max) → 0.880 (``strip_peak``) fabric-matched, DRA 0.897 →
 0.899; on a blur residual 0.830 → 0.885 (README, "What moves detection").
+
+``"strip_peak"`` also leaves out what is not fabric (``off_fabric``). Where a fabric is
+narrower than the camera's field, AITEX strips end in the white backlit background, in whole
+columns, and the one patch that holds the fabric's edge is unlike any other patch of its
+strip: it outranked most defects of fabrics 00, 02 and 03. So windows within one window of a
+column that is mostly at the white clip neither score nor set the median. On the same
+champion's residuals: 0.880 → 0.905 fabric-matched, DRA 0.899 → 0.933 (blur residual 0.885 →
+0.915). A hole that shows the background is a small part of its columns and is still scored.
 
 A defect that repeats along the whole strip (a missed yarn running its length) recurs in the
 reference and is not found this way: that is the price of a reference without training data.
@@ -45,11 +53,13 @@ from vae.config import REFERENCES
 from vae.score.maps import iter_reconstructions, scoring_precision
 
 __all__ = ["METHODS", "REFERENCES", "ReferenceMethod", "StripLayout", "layout_scores",
-           "lonely_patch", "reference_scorer", "signed_residual", "signed_residuals",
-           "strip_reference", "strip_scores"]
+           "fabric_windows", "lonely_patch", "off_fabric", "reference_scorer", "signed_residual",
+           "signed_residuals", "strip_reference", "strip_scores"]
 QUERY_STRIDE, BANK_STRIDE = 8, 4  # px: the bank is denser so a shifted repeat still matches
 WINDOW, DIMENSIONS = 16, 32
 MIN_PATCHES = 2  # a patch needs at least one other patch of its strip to be compared with
+WHITE_CLIP = 254.5 / 255  # x in [0, 1] at or above it was uint8 255: the sensor's white clip
+BACKGROUND_FRACTION = 0.5  # a column more than half at the white clip is background
 
 
 @dataclass(frozen=True)
@@ -58,14 +68,15 @@ class ReferenceMethod:
 
     smooth: int  # k × k neighbouring windows averaged first (1: none)
     above_median: bool  # subtract the patch's own median distance (its typical window)
+    on_fabric: bool  # leave out windows near the background (``off_fabric``)
 
     @property
     def reduction(self) -> str:
         return "max_above_median" if self.above_median else "max"
 
 
-METHODS = {"strip": ReferenceMethod(smooth=3, above_median=False),
-           "strip_peak": ReferenceMethod(smooth=1, above_median=True)}
+METHODS = {"strip": ReferenceMethod(smooth=3, above_median=False, on_fabric=False),
+           "strip_peak": ReferenceMethod(smooth=1, above_median=True, on_fabric=True)}
 assert set(METHODS) == set(REFERENCES) - {"none"}, "vae.config.REFERENCES owns the names"
 
 
@@ -74,7 +85,8 @@ def reference_scorer(reference: str) -> dict[str, object]:
     method = _method(reference)
     return {"reference": reference, "window": WINDOW, "dimensions": DIMENSIONS,
             "query_stride": QUERY_STRIDE, "bank_stride": BANK_STRIDE,
-            "smooth": method.smooth, "reduction": method.reduction}
+            "smooth": method.smooth, "reduction": method.reduction,
+            "on_fabric": method.on_fabric}
 
 
 def _method(reference: str) -> ReferenceMethod:
@@ -119,33 +131,52 @@ def signed_residual(x_unit: torch.Tensor, recon_unit: torch.Tensor) -> torch.Ten
     return (x_unit - recon_unit).mean(1).float()
 
 
+def off_fabric(x_unit: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) x in [0, 1] → (B, H, W) bool: the pixels of columns more than half at the
+    white clip in every channel, the background beyond the fabric's edge.
+
+    Columns, because an AITEX strip is one line-scan across the roll: the fabric's edge runs
+    its full height. A hole or a bright fleck that clips is a small part of its columns and
+    stays fabric; a patch cut the other way round simply has no background.
+    """
+    clipped = (x_unit >= WHITE_CLIP).all(1)
+    background = clipped.float().mean(1, keepdim=True) > BACKGROUND_FRACTION
+    return background.expand_as(clipped)
+
+
 def signed_residuals(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
                      batch_size: int = 64, device: torch.device | str | None = None
-                     ) -> torch.Tensor:
-    """(N, H, W) ``signed_residual`` of every patch, on the scoring device."""
-    parts = [signed_residual(x, recon)
-             for x, recon in iter_reconstructions(model, images_uint8, batch_size=batch_size,
-                                                  device=device)]
-    return torch.cat(parts)
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) ``signed_residual`` of every patch and (N, H, W) its ``off_fabric`` pixels,
+    on the scoring device."""
+    residuals, background = [], []
+    for x, recon in iter_reconstructions(model, images_uint8, batch_size=batch_size,
+                                         device=device):
+        residuals.append(signed_residual(x, recon))
+        background.append(off_fabric(x))
+    return torch.cat(residuals), torch.cat(background)
 
 
 def strip_scores(model: nn.Module, patches: np.ndarray, corners: np.ndarray | None = None, *,
                  reference: str, batch_size: int = 64, device: torch.device | str | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(N,) scores and (N, H, W) maps of one strip's patches, each against the others."""
-    residuals = signed_residuals(model, patches, batch_size=batch_size, device=device)
+    residuals, background = signed_residuals(model, patches, batch_size=batch_size,
+                                             device=device)
     with scoring_precision(residuals.device):  # no TF32 in the distances either
-        maps, scores = strip_reference(residuals, corners, reference=reference)
+        maps, scores = strip_reference(residuals, corners, reference=reference,
+                                       background=background)
     return scores.cpu().numpy(), maps.cpu().numpy()
 
 
-def layout_scores(residuals: torch.Tensor, layout: StripLayout, *, reference: str
-                  ) -> np.ndarray:
+def layout_scores(residuals: torch.Tensor, layout: StripLayout, *, reference: str,
+                  background: torch.Tensor | None = None) -> np.ndarray:
     """(N,) float32 strip-reference scores of patches from several strips (a validation set).
 
     Each strip is scored on its own. A strip where some patch has no reference (it is alone,
     or overlaps every bank patch) gets NaN for all its patches, so a set that cannot be scored
-    this way says so instead of ranking on part of it.
+    this way says so instead of ranking on part of it. ``background`` (N, H, W) bool: as in
+    ``strip_reference``.
     """
     height, width = residuals.shape[1:]
     if len(layout.strips) != len(residuals):
@@ -161,8 +192,10 @@ def layout_scores(residuals: torch.Tensor, layout: StripLayout, *, reference: st
             continue
         index = torch.as_tensor(rows, device=residuals.device)
         with scoring_precision(residuals.device):
+            own = None if background is None else background[index]
             scores[rows] = strip_reference(residuals[index], corners, bank=bank,
-                                           reference=reference)[1].cpu().numpy()
+                                           reference=reference,
+                                           background=own)[1].cpu().numpy()
     return scores
 
 
@@ -211,7 +244,8 @@ def _basis(queries: torch.Tensor, dimensions: int) -> tuple[torch.Tensor, torch.
 
 
 def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | None = None,
-                    *, reference: str, bank: np.ndarray | None = None, window: int = WINDOW,
+                    *, reference: str, bank: np.ndarray | None = None,
+                    background: torch.Tensor | np.ndarray | None = None, window: int = WINDOW,
                     dimensions: int = DIMENSIONS) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W) signed residuals of one strip's N patches → ((N, H, W) maps, (N,) scores).
 
@@ -220,12 +254,16 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     the grid of distances becomes the patch's score: smoothed over 3×3 neighbouring windows
     and its max (``"strip"``), or its max above its median (``"strip_peak"``). The same
     values, spread back over each window's pixels (the mean of the windows covering a pixel),
-    are its map, which stitches like any other. ``corners`` (N, 2) (x, y): where the patches lie in the strip; a patch that
-    shares pixels with the scored one (a stride below the patch size) is left out of its
-    reference, or its own defect would be found there. None: the patches do not overlap.
+    are its map, which stitches like any other. ``corners`` (N, 2) (x, y): where the patches
+    lie in the strip; a patch that shares pixels with the scored one (a stride below the patch
+    size) is left out of its reference, or its own defect would be found there. None: the
+    patches do not overlap.
     ``bank`` (N,) bool: the patches that may serve as references, and whose windows the basis
     is fitted on (None: all; a validation set leaves out its synthetic-defect copies, which
-    duplicate clean patches of the same strip). Runs on the residuals' device.
+    duplicate clean patches of the same strip). ``background`` (N, H, W) bool: the pixels that are
+    not fabric (``off_fabric``); a method ``on_fabric`` scores only the windows more than one
+    window away from them (a patch with none scores 0). None: every pixel is fabric. Runs on the
+    residuals' device.
     """
     method = _method(reference)
     residuals = torch.as_tensor(residuals, dtype=torch.float32)
@@ -261,6 +299,10 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     cols = (width - window) // QUERY_STRIDE + 1
     cover = F.fold(torch.ones(1, window * window, rows * cols, device=residuals.device),
                    (height, width), window, stride=QUERY_STRIDE)
+    fabric = None
+    if method.on_fabric and background is not None:
+        fabric = fabric_windows(torch.as_tensor(background, device=residuals.device),
+                                 (count, height, width), window)
     maps = torch.empty(count, height, width, device=residuals.device)
     scores = torch.empty(count, device=residuals.device)
     for k in range(count):
@@ -268,13 +310,29 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
         grid = distance.view(1, 1, rows, cols)
         if method.smooth > 1:
             grid = F.avg_pool2d(grid, method.smooth, stride=1, padding=method.smooth // 2)
+        keep = None if fabric is None else fabric[k:k + 1]
         if method.above_median:  # torch.quantile interpolates as np.median does
-            grid = (grid - torch.quantile(grid, 0.5)).clamp_min(0)
+            typical = grid if keep is None else grid[keep]
+            grid = (grid - torch.quantile(typical, 0.5)).clamp_min(0) if typical.numel() \
+                else torch.zeros_like(grid)
+        if keep is not None:  # background windows neither score nor show on the map
+            grid = torch.where(keep, grid, 0.0)
         scores[k] = grid.amax()
         spread = F.fold(grid.reshape(1, 1, -1).expand(1, window * window, -1),
                         (height, width), window, stride=QUERY_STRIDE)
         maps[k] = (spread / cover.clamp_min(1))[0, 0]  # a pixel no window covers: 0
     return maps, scores
+
+
+def fabric_windows(background: torch.Tensor, shape: tuple[int, int, int], window: int
+                    ) -> torch.Tensor:
+    """(N, 1, rows, cols) bool: the query windows farther than one window from any background
+    pixel, so the fabric's frayed edge, which is not a straight column, stays out as well."""
+    if tuple(background.shape) != shape:
+        raise ValueError(f"background must have the residuals' shape {shape}, got "
+                         f"{tuple(background.shape)}")
+    near = F.max_pool2d(background.float()[:, None], 2 * window + 1, stride=1, padding=window)
+    return F.max_pool2d(near, window, stride=QUERY_STRIDE) == 0
 
 
 def _nearest(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 8192) -> torch.Tensor:

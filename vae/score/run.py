@@ -158,13 +158,14 @@ class _Run:
     def _referenced(self, patches: np.ndarray, parts: list[_Cut]
                     ) -> Iterator[tuple[np.ndarray, ...]]:
         """Each part's (scores, maps) against the part's own other patches."""
-        residuals = signed_residuals(self.model, patches, batch_size=self.batch_size,
-                                     device=self.device)
+        residuals, background = signed_residuals(self.model, patches,
+                                                 batch_size=self.batch_size, device=self.device)
         bounds = np.cumsum([len(part.patches) for part in parts])[:-1].tolist()
-        for part, strip in zip(parts, torch.tensor_split(residuals, bounds), strict=True):
+        for part, strip, off in zip(parts, torch.tensor_split(residuals, bounds),
+                                    torch.tensor_split(background, bounds), strict=True):
             with scoring_precision(residuals.device):  # no TF32 in the distances either
-                maps, scores = strip_reference(strip, part.corners,
-                                               reference=self.reference)
+                maps, scores = strip_reference(strip, part.corners, reference=self.reference,
+                                               background=off)
             yield scores.cpu().numpy(), maps.cpu().numpy()
 
     def _strip(self, part: _Cut, scores: np.ndarray, maps: np.ndarray) -> None:
@@ -229,9 +230,9 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
     ``threshold`` (e.g. from the model's ``calibration.json``) fills the ``decision`` column
     (1 = anomalous: score > threshold). Bad images are skipped and listed, never fatal.
     ``reference``: None scores as the model was validated (``score.reference``);
-    ``"strip_peak"`` or ``"strip"`` scores each image's patches against its other patches (an image where a patch has no
-    disjoint partner is skipped), ``"none"`` each patch on its own. The model's calibration
-    fits only its own choice.
+    ``"strip_peak"`` or ``"strip"`` scores each image's patches against its other patches (an
+    image where a patch has no disjoint partner is skipped), ``"none"`` each patch on its own.
+    The model's calibration fits only its own choice.
     """
     if reference is None:
         reference = model.config.score.reference
@@ -271,8 +272,8 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
             if lonely is not None:
                 part = Issue(part.item.file, f"the patch at {lonely} shares pixels with every "
                              "other patch of the image (or is its only one): --reference "
-                             f"{reference} compares a patch with patches that share none; use --stride "
-                             f"{patch_size}, or --reference none", kind="reference")
+                             f"{reference} compares a patch with patches that share none; use "
+                             f"--stride {patch_size}, or --reference none", kind="reference")
             if isinstance(part, Issue):
                 logger.warning("skipping %s: %s", part.file, part.reason)
                 report.skipped.append(part)

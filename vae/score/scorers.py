@@ -28,7 +28,7 @@ import torch
 
 from vae.config import ScoreConfig
 from vae.score.maps import iter_reconstructions, reduce_maps, residual_maps
-from vae.score.reference import StripLayout, layout_scores, signed_residual
+from vae.score.reference import StripLayout, layout_scores, off_fabric, signed_residual
 
 # name → (map, smooth_sigma, reduction, normalize). The first is the fixed default's scorer.
 SCORERS: dict[str, tuple[str, float, str, str]] = {
@@ -97,6 +97,7 @@ class Scoring:
                              "use per-patch scorers only (candidates(..., reference=False))")
         self.parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.per_patch}
         self.residuals: list[torch.Tensor] = []
+        self.background: list[torch.Tensor] = []
 
     def add(self, x_unit: torch.Tensor, recon_unit: torch.Tensor) -> None:
         for name, config in self.per_patch.items():
@@ -104,14 +105,16 @@ class Scoring:
             self.parts[name].append(reduce_maps(maps, config).float())
         if self.referenced:
             self.residuals.append(signed_residual(x_unit, recon_unit))
+            self.background.append(off_fabric(x_unit))
 
     def scores(self) -> dict[str, np.ndarray]:
         """(N,) float32 scores per scorer (a reference's NaN where a strip cannot have one)."""
         out = {name: torch.cat(chunks).cpu().numpy() if chunks else np.zeros(0, np.float32)
                for name, chunks in self.parts.items()}
         if self.referenced:
-            residuals = torch.cat(self.residuals)
-            out.update({name: layout_scores(residuals, self.layout, reference=reference)
+            residuals, background = torch.cat(self.residuals), torch.cat(self.background)
+            out.update({name: layout_scores(residuals, self.layout, reference=reference,
+                                            background=background)
                         for name, reference in self.referenced.items()})
         return out
 
