@@ -116,8 +116,7 @@ def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.nd
             others = torch.cat([bank[j] for j in range(len(members)) if abs(j - k) > gap])
             distance = torch.cdist(queries[k], others).amin(1)
             if reduction == "peak_fabric":
-                distance = distance[fabric_windows(background[index][None],
-                                                    (1, *background.shape[1:]), size).flatten()]
+                distance = distance[fabric_windows(background[index][None], size).flatten()]
             if reduction.startswith("peak"):
                 scores[index] = float(distance.max() - torch.quantile(distance, 0.5)) \
                     if distance.numel() else 0.0

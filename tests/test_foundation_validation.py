@@ -17,7 +17,7 @@ from vae.losses import vae_loss
 from vae.model import VAEOutput
 from vae.pixels import to_model_input
 from vae.score import score_patches
-from vae.score.reference import StripLayout, strip_scores
+from vae.score.reference import StripLayout, layout_scores, signed_residuals, strip_scores
 from vae.score.scorers import NAMES, STRIP_REFERENCE, candidates, score_candidates
 from vae.train import make_optimizer, train_epoch
 from vae.validation import validation_pass
@@ -64,6 +64,28 @@ def test_losses_and_scores_come_from_one_encode_and_one_decode_per_patch():
     real = (torch.from_numpy(images[:6]), labels[:6].copy())
     validate(model, torch.from_numpy(images), labels, config, real)
     assert (counter.encoded, counter.decoded) == (12 + 6, 12 + 6)
+
+
+def test_a_validation_pass_leaves_out_the_background_as_aitexvae_score_does():
+    # Where the fabric ends, validation and scoring must drop the same windows, or a champion's
+    # val/auroc would describe another scorer than the one it is pulled with.
+    config = tiny_config(**{"score.select": "best"})
+    model = make_model(config, seed=4)
+    images, _ = validation_set(normal=8, defect=0)
+    images[2, :, :, :6] = 255  # the background beyond the fabric's edge, in patch 2
+    side = images.shape[-1]
+    layout = StripLayout(np.repeat([0, 1], 4), np.array([(side * (i % 4), 0) for i in range(8)]))
+    reference = {STRIP_REFERENCE: candidates(config.score)[STRIP_REFERENCE]}
+    got = score_candidates(model, images, reference, layout=layout)[STRIP_REFERENCE]
+    residuals, background = signed_residuals(model, images)
+    assert bool(background[2].any()) and not bool(background[[0, 1, 3]].any())
+    name = reference[STRIP_REFERENCE].reference
+    np.testing.assert_array_equal(
+        got, layout_scores(residuals, layout, reference=name, background=background))
+    blind = layout_scores(residuals, layout, reference=name)
+    assert got[2] < blind[2] and np.array_equal(got[4:], blind[4:])
+    np.testing.assert_allclose(strip_scores(model, images[:4], layout.corners[:4],
+                                            reference=name)[0], got[:4], rtol=1e-6)
 
 
 @pytest.mark.parametrize("overrides", [

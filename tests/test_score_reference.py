@@ -96,10 +96,14 @@ def test_off_fabric_is_the_columns_mostly_at_the_white_clip():
     x[0, :, : P // 3, 30] = 1.0  # a third of a column clipped: still fabric
     x[1, :, 20:26, 30:36] = 1.0  # a hole showing the background: fabric
     x[2, 0, :, :20] = 1.0  # clipped in one channel only: fabric
+    x[2, :, :, 40:42] = 1.0  # a clipped vertical line (a broken yarn, backlit): fabric
+    x[2, :, :, P - 3:] = 1.0  # the background begins at the right border
     background = off_fabric(x)
     assert background.shape == (3, P, P) and background.dtype == torch.bool
     assert bool(background[0, :, :20].all()) and not bool(background[0, :, 20:].any())
-    assert not bool(background[1:].any())
+    assert not bool(background[1].any())
+    assert bool(background[2, :, P - 3:].all()) and not bool(background[2, :, :P - 3].any())
+    assert bool(off_fabric(torch.ones(1, 1, P, P)).all())  # a patch beyond the fabric
     assert not bool(off_fabric(torch.full((1, 1, P, P), 254 / 255)).any())  # not yet clipped
 
 
@@ -125,6 +129,21 @@ def test_strip_peak_leaves_out_the_fabrics_edge_and_still_finds_a_hole():
     smoothed = strip_reference(strip, reference="strip")[1]  # format 4: no background rule
     assert torch.equal(strip_reference(strip, reference="strip", background=background)[1],
                        smoothed)
+
+
+def test_a_layout_scores_each_strip_with_its_own_background():
+    strips = torch.cat([_weave(4, period=6.0, contrast=0.05, seed=s) for s in (11, 12)])
+    strips[1, :, :20] += 0.3
+    background = torch.zeros(8, P, P, dtype=torch.bool)
+    background[1, :, :20] = True
+    layout = StripLayout(np.repeat([0, 1], 4), np.array([(P * (i % 4), 0) for i in range(8)]))
+    got = layout_scores(strips, layout, reference=PEAK, background=background)
+    for rows in (slice(0, 4), slice(4, 8)):
+        expected = strip_reference(strips[rows], layout.corners[rows], reference=PEAK,
+                                   background=background[rows])[1].numpy()
+        np.testing.assert_array_equal(got[rows], expected)
+    blind = layout_scores(strips, layout, reference=PEAK)
+    assert got[1] < blind[1] / 2 and np.array_equal(got[4:], blind[4:])
 
 
 def test_the_fabric_windows_equal_a_plain_numpy_search():
@@ -244,6 +263,9 @@ def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
      r"reference='none' is not a strip reference; allowed: strip, strip_peak"),
     (torch.zeros(3, P, P), {"background": torch.zeros(3, P, P - 1, dtype=torch.bool)},
      r"background must have the residuals' shape \(3, 64, 64\), got \(3, 64, 63\)"),
+    (torch.zeros(3, P, P), {"background": torch.zeros(2, P, P, dtype=torch.bool),
+                            "reference": "strip"},
+     r"background must have the residuals' shape \(3, 64, 64\), got \(2, 64, 64\)"),
 ])
 def test_bad_input_is_one_clear_error(residuals, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -301,24 +302,32 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
     Calibration.fit(np.array([0.1, 0.2, 0.3]), quantile=0.5).to_json(
         directory / CALIBRATION_FILE)
     threshold = Calibration.from_json(directory / CALIBRATION_FILE).threshold
+    root = Path(shutil.copytree(aitex_root, tmp_path / "aitex"))
+    name = "Defect_images/0005_002_01.png"
+    edged = _strip(root, name)[0].copy()
+    edged[:, :6] = 255  # where the fabric ends: the white background (strip_peak leaves it out)
+    Image.fromarray(edged).save(root / name)
     out = tmp_path / "own"
-    assert main(["score", "--model", str(directory), "--data-root", str(aitex_root),
+    assert main(["score", "--model", str(directory), "--data-root", str(root),
                  "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reference"] == "strip_peak" and summary["threshold"] == threshold
     assert summary["score_config"] == reference_scorer("strip_peak")
     rows = _rows(out)
-    patches, xs = _cut(_strip(aitex_root, "Defect_images/0005_002_01.png")[0], 128)
+    patches, xs = _cut(edged, 128)
+    corners = np.stack([xs, np.zeros_like(xs)], 1)
     residuals, background = signed_residuals(model, patches)
-    _, expected = strip_reference(residuals, np.stack([xs, np.zeros_like(xs)], 1),
-                                  reference="strip_peak", background=background)
-    got = [float(r["score"]) for r in rows if r["file"] == "Defect_images/0005_002_01.png"]
+    _, expected = strip_reference(residuals, corners, reference="strip_peak",
+                                  background=background)
+    got = [float(r["score"]) for r in rows if r["file"] == name]
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
+    blind = strip_reference(residuals, corners, reference="strip_peak")[1]
+    assert bool(background[0].any()) and float(expected[0]) != float(blind[0])
     assert [r["decision"] for r in rows] == [str(int(float(r["score"]) > threshold))
                                              for r in rows]
     # Each patch on its own instead: another scorer, so the calibration does not apply.
     alone = tmp_path / "alone"
-    assert main(["score", "--model", str(directory), "--data-root", str(aitex_root),
+    assert main(["score", "--model", str(directory), "--data-root", str(root),
                  "--out", str(alone), "--reference", "none"]) == 0
     assert {r["decision"] for r in _rows(alone)} == {""}
     assert "(reference strip_peak), not for --reference none scores" in caplog.text

@@ -161,10 +161,12 @@ def register(subparsers: argparse._SubParsersAction,
     parser.add_argument("--batch-size", type=_int_at_least(1), default=64)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     parser.add_argument("--reference", choices=REFERENCES, default=None,
-                        help="strip: score each patch against the other patches of its own image "
-                             "(a strip); none: each patch on its own (default: as the model was "
-                             "validated, its score.reference; another choice is not calibrated: "
-                             "pair it with --threshold)")
+                        help="strip_peak: score each patch against the other patches of its "
+                             "own image (a strip), its worst window on fabric above its median "
+                             "(the searched one); strip: format 4's smoothed max; none: each "
+                             "patch on its own (default: as the model was validated, its "
+                             "score.reference; another choice is not calibrated: pair it with "
+                             "--threshold)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="decision threshold (default: the model's calibration.json)")
     parser.add_argument("--overlays", type=_int_at_least(0), default=20,

@@ -16,7 +16,7 @@ state). Measured on the AITEX dev split's test strips, through ``aitexvae score`
 champion (``bench/real_quality.py``): fabric-matched AUROC 0.722 → 0.832, DRA 0.811 → 0.915.
 A basis fitted on training residuals did better on a blur residual with the smoothed max
 (``bench/self_reference_probe.py``: 0.859 against 0.826 for the strip's own), but not with
-``"strip_peak"``'s reduction (0.882 against 0.885), so no basis travels with the model.
+``"strip_peak"``'s reduction (0.880 against 0.881), so no basis travels with the model.
 
 How a patch's distances become its score is the reference's name (``METHODS``). ``"strip"``
 (model format 4) averages each 3×3 block of neighbouring windows and takes the max: a
@@ -24,17 +24,19 @@ How a patch's distances become its score is the reference's name (``METHODS``). 
 ``"strip_peak"`` (format 5) takes the unsmoothed max *above the patch's own median distance*:
 a patch scores how far its worst window stands out of the rest of the same patch, so a patch
 whose whole texture is a little off the strip's (a fold, a shade) no longer outranks a
-defect on a quiet one. On the same champion's residuals and the same test strips: 0.815
-(``strip``) → 0.854 (unsmoothed max) → 0.880 (``strip_peak``) fabric-matched, DRA 0.897 →
-0.899; on a blur residual 0.830 → 0.885 (README, "What moves detection").
+defect on a quiet one. On the same champion and test strips, through ``aitexvae score``:
+0.815 (``strip``) → 0.880 fabric-matched, DRA 0.897 → 0.899 (the unsmoothed max alone, in an
+experiment: 0.854); on a blur residual (the probe, strip basis) 0.826 → 0.881.
 
 ``"strip_peak"`` also leaves out what is not fabric (``off_fabric``). Where a fabric is
 narrower than the camera's field, AITEX strips end in the white backlit background, in whole
 columns, and the one patch that holds the fabric's edge is unlike any other patch of its
-strip: it outranked most defects of fabrics 00, 02 and 03. So windows within one window of a
-column that is mostly at the white clip neither score nor set the median. On the same
-champion's residuals: 0.880 → 0.905 fabric-matched, DRA 0.899 → 0.933 (blur residual 0.885 →
-0.915). A hole that shows the background is a small part of its columns and is still scored.
+strip: such patches were nearly all the clean ones that outranked the median defect of
+fabrics 00, 02 and 03. So windows within one window of the background (columns mostly at the
+white clip, from the patch's side) neither score nor set the median. On another champion of the same search recipe, through
+``aitexvae score``: 0.876 → 0.900 fabric-matched, DRA 0.898 → 0.935 (blur residual, the probe:
+0.881 → 0.911). A hole that shows the background is a small part of its columns and is still
+scored.
 
 A defect that repeats along the whole strip (a missed yarn running its length) recurs in the
 reference and is not found this way: that is the price of a reference without training data.
@@ -132,16 +134,20 @@ def signed_residual(x_unit: torch.Tensor, recon_unit: torch.Tensor) -> torch.Ten
 
 
 def off_fabric(x_unit: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) x in [0, 1] → (B, H, W) bool: the pixels of columns more than half at the
-    white clip in every channel, the background beyond the fabric's edge.
+    """(B, C, H, W) x in [0, 1] → (B, H, W) bool: the background beyond the fabric's edge —
+    the run of columns, from the patch's left or right border, more than half at the white
+    clip in every channel.
 
     Columns, because an AITEX strip is one line-scan across the roll: the fabric's edge runs
-    its full height. A hole or a bright fleck that clips is a small part of its columns and
-    stays fabric; a patch cut the other way round simply has no background.
+    its full height, and the background lies between it and the strip's end. A hole or a
+    bright fleck that clips is a small part of its columns, and a clipped yarn running the
+    patch's height does not reach its border: both stay fabric. A patch cut the other way
+    round simply has no background.
     """
     clipped = (x_unit >= WHITE_CLIP).all(1)
-    background = clipped.float().mean(1, keepdim=True) > BACKGROUND_FRACTION
-    return background.expand_as(clipped)
+    columns = (clipped.float().mean(1) > BACKGROUND_FRACTION).int()  # (B, W)
+    background = columns.cumprod(1).bool() | columns.flip(1).cumprod(1).flip(1).bool()
+    return background[:, None, :].expand_as(clipped)
 
 
 def signed_residuals(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
@@ -300,9 +306,13 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     cover = F.fold(torch.ones(1, window * window, rows * cols, device=residuals.device),
                    (height, width), window, stride=QUERY_STRIDE)
     fabric = None
-    if method.on_fabric and background is not None:
-        fabric = fabric_windows(torch.as_tensor(background, device=residuals.device),
-                                 (count, height, width), window)
+    if background is not None:
+        background = torch.as_tensor(background, device=residuals.device)
+        if tuple(background.shape) != (count, height, width):
+            raise ValueError(f"background must have the residuals' shape "
+                             f"{(count, height, width)}, got {tuple(background.shape)}")
+        if method.on_fabric:
+            fabric = fabric_windows(background, window)
     maps = torch.empty(count, height, width, device=residuals.device)
     scores = torch.empty(count, device=residuals.device)
     for k in range(count):
@@ -324,13 +334,10 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     return maps, scores
 
 
-def fabric_windows(background: torch.Tensor, shape: tuple[int, int, int], window: int
-                    ) -> torch.Tensor:
-    """(N, 1, rows, cols) bool: the query windows farther than one window from any background
-    pixel, so the fabric's frayed edge, which is not a straight column, stays out as well."""
-    if tuple(background.shape) != shape:
-        raise ValueError(f"background must have the residuals' shape {shape}, got "
-                         f"{tuple(background.shape)}")
+def fabric_windows(background: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
+    """(N, H, W) bool background → (N, 1, rows, cols) bool: the query windows farther than one
+    window from any background pixel, so the fabric's frayed edge, which is not a straight
+    column, stays out as well."""
     near = F.max_pool2d(background.float()[:, None], 2 * window + 1, stride=1, padding=window)
     return F.max_pool2d(near, window, stride=QUERY_STRIDE) == 0
 

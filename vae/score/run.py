@@ -76,7 +76,7 @@ class ScoreReport:
     score_config: dict[str, Any] = field(default_factory=dict)
     nonfinite: int = 0  # patches whose score is NaN/inf: rejected, never accepted
     resize: int = 0  # images were resized to resize² before patching (0: native)
-    reference: str = "none"  # else each patch scored against its image's other patches
+    reference: str = "none"  # strip_peak | strip: each patch against its image's others
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "score_config": self.score_config,
