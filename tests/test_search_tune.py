@@ -47,6 +47,9 @@ def local_ray(tmp_path_factory):
         os.environ["AITEXVAE_HOME"] = previous
 
 
+REASSOCIATION = 1e-5  # absolute; the scores compared are ~0.01–1
+
+
 def _settings(tmp_path, name: str, **changes) -> SearchSettings:
     values = dict(name=name, image_size=32, num_samples=3, max_epochs=2, train_patches=192,
                   scheduler="fifo", storage_path=str(tmp_path / "ray_results"), tracking=False,
@@ -107,8 +110,9 @@ def test_small_search_reports_every_metric_and_the_winner_has_the_highest_auroc(
     scores = _rescore(model, val.images, TrialData.from_splits(outcome.prepared.splits).val_layout)
     # Equal up to float reassociation: the strip reference's matrix products run on however
     # many threads the process has (the trial had one CPU), per-patch scorers bit for bit.
+    # strip_peak's max − median of two near distances keeps that error absolute (≈1e-6).
     np.testing.assert_allclose(scores, np.load(os.path.join(checkpoint, "val_scores.npy")),
-                               rtol=1e-5)
+                               rtol=1e-5, atol=REASSOCIATION)
     assert image_auroc(scores, val.labels) == pytest.approx(winner.best_metrics[keys.VAL_AUROC])
     saved = json.loads(Path(outcome.prepared.experiment_path, SETTINGS_FILE).read_text())
     assert saved["settings"]["num_samples"] == 3 and "model.latent_dim" in saved["searched_keys"]
@@ -214,5 +218,6 @@ def test_the_real_objective_ranks_by_held_out_real_defects_scored_as_sklearn_doe
     assert roc_auc_score(real_val.labels, scores) == pytest.approx(best_real, abs=1e-12)
     rescored = _rescore(vae.load(checkpoint), real_val.images,
                         TrialData.from_splits(outcome.prepared.splits).real_layout)
-    np.testing.assert_allclose(rescored, scores, rtol=1e-5)  # the pulled model scores as reported
+    # The pulled model scores as reported (up to reassociation, above).
+    np.testing.assert_allclose(rescored, scores, rtol=1e-5, atol=REASSOCIATION)
     assert outcome.summary.fidelity is not None and outcome.summary.fidelity.trials == 3
