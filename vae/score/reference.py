@@ -33,9 +33,10 @@ narrower than the camera's field, AITEX strips end in the white backlit backgrou
 columns, and the one patch that holds the fabric's edge is unlike any other patch of its
 strip: such patches were nearly all the clean ones that outranked the median defect of
 fabrics 00, 02 and 03. So windows within one window of the background (columns mostly at the
-white clip, from the patch's side) neither score nor set the median. On another champion of the same search recipe, through
-``aitexvae score``: 0.876 → 0.900 fabric-matched, DRA 0.898 → 0.935 (blur residual, the probe:
-0.881 → 0.906); end to end, README "What moves detection": 0.903 / 0.938. A hole that shows the background is a small part of its columns and is still
+white clip, from the patch's side) neither score nor set the median. On another champion of
+the same search recipe, through ``aitexvae score``: 0.876 → 0.900 fabric-matched, DRA 0.898 →
+0.935 (blur residual, the probe: 0.881 → 0.906); end to end, README "What moves detection":
+0.903 / 0.938. A hole that shows the background is a small part of its columns and is still
 scored.
 
 A defect that repeats along the whole strip (a missed yarn running its length) recurs in the
