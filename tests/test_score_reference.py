@@ -150,18 +150,8 @@ def test_the_fabric_windows_equal_a_plain_numpy_search():
     strip = _weave(3, period=6.0, contrast=0.05, seed=9)
     background = torch.zeros(3, P, P, dtype=torch.bool)
     background[1, :, 56:] = True
-    residuals = strip.double().numpy()
-    queries = np.stack([_windows_np(r, QUERY_STRIDE) for r in residuals])
-    flat = queries.reshape(-1, WINDOW * WINDOW)
-    mean = flat.mean(0)
-    _, vectors = np.linalg.eigh((flat - mean).T @ (flat - mean))
-    basis = vectors[:, -DIMENSIONS:]
-    bank = np.concatenate([_windows_np(r, BANK_STRIDE) for r in (residuals[0], residuals[2])])
-    q, b = (queries[1] - mean) @ basis, (bank - mean) @ basis
-    distance = np.sqrt(((q[:, None] - b[None]) ** 2).sum(-1)).min(1)
-    starts = np.array([x for _ in range(0, P - WINDOW + 1, QUERY_STRIDE)
-                       for x in range(0, P - WINDOW + 1, QUERY_STRIDE)])
-    kept = distance[starts + WINDOW + WINDOW <= 56]  # farther than one window from column 56
+    starts = np.tile(np.arange(0, P - WINDOW + 1, QUERY_STRIDE), SIDE)  # each window's x
+    kept = _nearest_np(strip)[1].ravel()[starts + WINDOW + WINDOW <= 56]  # > a window from 56
     got = strip_reference(strip, reference=PEAK, background=background)[1]
     np.testing.assert_allclose(float(got[1]), kept.max() - np.median(kept), rtol=1e-4)
 
@@ -172,26 +162,36 @@ def _windows_np(patch: np.ndarray, stride: int) -> np.ndarray:
                      for x in positions])
 
 
-@pytest.mark.parametrize("reference", list(METHODS))
-def test_scores_equal_a_plain_numpy_nearest_window_search(reference):
-    strip = _weave(3, period=6.0, contrast=0.05, seed=8)
-    strip[1, 20:26, 30:36] += 0.1
+SIDE = (P - WINDOW) // QUERY_STRIDE + 1  # query windows per row
+
+
+def _nearest_np(strip: torch.Tensor) -> np.ndarray:
+    """(N, SIDE, SIDE): each query window's distance to its nearest window of the strip's other
+    patches, in the PCA basis of all query windows — the search written out plainly."""
     residuals = strip.double().numpy()
     queries = np.stack([_windows_np(r, QUERY_STRIDE) for r in residuals])  # (N, L, D)
     flat = queries.reshape(-1, WINDOW * WINDOW)
     mean = flat.mean(0)
     _, vectors = np.linalg.eigh((flat - mean).T @ (flat - mean))
     basis = vectors[:, -DIMENSIONS:]
-    side = (P - WINDOW) // QUERY_STRIDE + 1
-    expected = []
+    grids = []
     for k in range(len(residuals)):
         bank = np.concatenate([_windows_np(r, BANK_STRIDE) for j, r in enumerate(residuals)
                                if j != k])
         q, b = (queries[k] - mean) @ basis, (bank - mean) @ basis
-        nearest = np.sqrt(((q[:, None] - b[None]) ** 2).sum(-1)).min(1).reshape(side, side)
+        grids.append(np.sqrt(((q[:, None] - b[None]) ** 2).sum(-1)).min(1).reshape(SIDE, SIDE))
+    return np.stack(grids)
+
+
+@pytest.mark.parametrize("reference", list(METHODS))
+def test_scores_equal_a_plain_numpy_nearest_window_search(reference):
+    strip = _weave(3, period=6.0, contrast=0.05, seed=8)
+    strip[1, 20:26, 30:36] += 0.1
+    expected = []
+    for nearest in _nearest_np(strip):
         if reference == "strip":  # the 3×3 mean of neighbouring windows, then the max
             padded = np.pad(nearest, 1)  # avg_pool2d counts the zero padding
-            smoothed = sum(padded[i:i + side, j:j + side] for i in range(3) for j in range(3))
+            smoothed = sum(padded[i:i + SIDE, j:j + SIDE] for i in range(3) for j in range(3))
             expected.append((smoothed / 9).max())
         else:  # strip_peak: the unsmoothed max above the patch's median window
             expected.append(nearest.max() - np.median(nearest))
