@@ -10,7 +10,9 @@ nearest window among the strip's other patches (stride 4, PCA to 32 dimensions f
 training residuals); the patch score is the max of the 3×3-averaged distance map, or, with
 ``--reduction peak``, the max of the unsmoothed map above the patch's own median distance, and
 with ``--reduction peak_fabric`` (what ``score.reference=strip_peak`` does) that over the windows
-more than one window from the background (``vae.score.reference.off_fabric``). Nothing is
+more than one window from the background found from each patch's border, and with
+``--reduction peak_strip_fabric`` (``score.reference=strip_fabric``) from the background found
+along the whole strip (``vae.score.reference.off_fabric``). Nothing is
 trained for the blur reconstruction; ``--reconstruction vae`` trains one model first (the
 ``bench/quality_ablation.py`` recipe) and uses its residual.
 
@@ -21,7 +23,7 @@ fabric-matched and DRA-protocol AUROC and the per-fabric figures, and ends with
     .venv/bin/python bench/self_reference_probe.py                       # blur, ~3 min
     .venv/bin/python bench/self_reference_probe.py --reconstruction vae --crops 64 --epochs 6
     .venv/bin/python bench/self_reference_probe.py --window 8 --gap 1     # the README's variants
-    .venv/bin/python bench/self_reference_probe.py --basis strip --reduction peak_fabric
+    .venv/bin/python bench/self_reference_probe.py --basis strip --reduction peak_strip_fabric
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from vae.data import DataConfig, load_splits  # noqa: E402
 from vae.score.blur import gaussian_blur  # noqa: E402
 from vae.score.maps import iter_reconstructions  # noqa: E402
 from vae.score.metrics import evaluate_scores  # noqa: E402
-from vae.score.reference import fabric_windows, off_fabric  # noqa: E402
+from vae.score.reference import clipped_columns, fabric_windows, off_fabric  # noqa: E402
 
 QUERY_STRIDE, BANK_STRIDE = 8, 4
 
@@ -99,12 +101,13 @@ def projection(basis: str, train_r: torch.Tensor, size: int, dimensions: int):
 def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.ndarray, *,
                           size: int, dimensions: int, gap: int,
                           projection: tuple[torch.Tensor, torch.Tensor] | None,
-                          reduction: str = "smoothed", background: torch.Tensor | None = None
+                          reduction: str = "smoothed", background: np.ndarray | None = None
                           ) -> np.ndarray:
     """``gap`` g leaves the g patches on either side (by x) out of a patch's reference;
     ``projection`` None fits each strip's PCA on that strip's own windows (no training state);
     ``reduction`` "smoothed": max of the 3×3 mean, "peak": unsmoothed max above the median,
-    "peak_fabric": that over the windows away from ``background`` (N, H, W) bool."""
+    "peak_fabric" and "peak_strip_fabric": that over the windows away from ``background``
+    (N, W) bool columns."""
     scores = np.zeros(len(residuals), np.float32)
     for strip in np.unique(strips):
         members = np.flatnonzero(strips == strip)
@@ -115,8 +118,10 @@ def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.nd
         for k, index in enumerate(members):
             others = torch.cat([bank[j] for j in range(len(members)) if abs(j - k) > gap])
             distance = torch.cdist(queries[k], others).amin(1)
-            if reduction == "peak_fabric":
-                distance = distance[fabric_windows(background[index][None], size).flatten()]
+            if reduction.endswith("fabric"):
+                keep = fabric_windows(torch.from_numpy(background[index][None]),
+                                      residuals.shape[-2], size)
+                distance = distance[keep.flatten()]
             if reduction.startswith("peak"):
                 scores[index] = float(distance.max() - torch.quantile(distance, 0.5)) \
                     if distance.numel() else 0.0
@@ -125,6 +130,17 @@ def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.nd
             smoothed = F.avg_pool2d(distance.view(1, 1, side, side), 3, 1, 1)
             scores[index] = float(smoothed.max())
     return scores
+
+
+def background(test, edge: str) -> np.ndarray:
+    """(N, W) bool: each test patch's columns beyond its fabric's edge (``off_fabric``)."""
+    clipped = clipped_columns(torch.from_numpy(test.images).float() / 255).numpy()
+    out = np.zeros_like(clipped)
+    for strip in np.unique(test.strip):
+        members = np.flatnonzero(test.strip == strip)
+        out[members] = off_fabric(clipped[members], np.stack([test.x, test.y], 1)[members],
+                                  edge=edge)
+    return out
 
 
 def report(name: str, scores: np.ndarray, test) -> float:
@@ -153,11 +169,12 @@ def main() -> int:
                         help="window projection: PCA of training residuals, of all the scored "
                              "patches' residuals, of each strip's own windows, the "
                              "lowest-frequency 2-D DCT functions, or none")
-    parser.add_argument("--reduction", choices=("smoothed", "peak", "peak_fabric"),
-                        default="smoothed",
+    parser.add_argument("--reduction", default="smoothed",
+                        choices=("smoothed", "peak", "peak_fabric", "peak_strip_fabric"),
                         help="patch score: max of the 3×3-averaged distances, the unsmoothed "
                              "max above the patch's median, or that away from the background "
-                             "(score.reference=strip_peak)")
+                             "found from each patch's border (score.reference=strip_peak) or "
+                             "along the strip (strip_fabric)")
     parser.add_argument("--raw", action="store_true",
                         help="blur: match raw pixels instead of the high-pass residual")
     args = parser.parse_args()
@@ -182,7 +199,7 @@ def main() -> int:
         test_r, test.strip, test.x, size=args.window, dimensions=args.dimensions, gap=args.gap,
         projection=projection(args.basis, test_r if args.basis == "pooled" else train_r,
                               args.window, args.dimensions), reduction=args.reduction,
-        background=off_fabric(torch.from_numpy(test.images).float() / 255))
+        background=background(test, "strip" if args.reduction == "peak_strip_fabric" else "patch"))
     figure = report(f"{name} self-reference", scores, test)
     print(f"self-reference scoring: {time.perf_counter() - start:.0f} s "
           f"({len(test.labels) / (time.perf_counter() - start):.1f} patches/s)")

@@ -72,20 +72,20 @@ def test_a_validation_pass_leaves_out_the_background_as_aitexvae_score_does():
     config = tiny_config(**{"score.select": "best"})
     model = make_model(config, seed=4)
     images, _ = validation_set(normal=8, defect=0)
-    images[2, :, :, :6] = 255  # the background beyond the fabric's edge, in patch 2
+    images[4, :, :, :6] = 255  # the background beyond the fabric's edge, where strip 1 begins
     side = images.shape[-1]
     layout = StripLayout(np.repeat([0, 1], 4), np.array([(side * (i % 4), 0) for i in range(8)]))
     reference = {STRIP_REFERENCE: candidates(config.score)[STRIP_REFERENCE]}
     got = score_candidates(model, images, reference, layout=layout)[STRIP_REFERENCE]
-    residuals, background = signed_residuals(model, images)
-    assert bool(background[2].any()) and not bool(background[[0, 1, 3]].any())
+    residuals, clipped = signed_residuals(model, images)
+    assert np.flatnonzero(clipped.any(1)).tolist() == [4]
     name = reference[STRIP_REFERENCE].reference
     np.testing.assert_array_equal(
-        got, layout_scores(residuals, layout, reference=name, background=background))
+        got, layout_scores(residuals, layout, reference=name, clipped=clipped))
     blind = layout_scores(residuals, layout, reference=name)
-    assert got[2] < blind[2] and np.array_equal(got[4:], blind[4:])
-    np.testing.assert_allclose(strip_scores(model, images[:4], layout.corners[:4],
-                                            reference=name)[0], got[:4], rtol=1e-6)
+    assert got[4] < blind[4] and np.array_equal(got[:4], blind[:4])
+    np.testing.assert_allclose(strip_scores(model, images[4:], layout.corners[4:],
+                                            reference=name)[0], got[4:], rtol=1e-6)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -198,13 +198,13 @@ def test_the_strip_reference_in_validation_scores_as_a_pulled_model_scores_each_
     # A checkpoint that keeps the reference scores each strip, alone, exactly as validation did.
     model.config = replace(config, score=candidates(config.score)[STRIP_REFERENCE])
     pulled = vae.load(vae.save(model, tmp_path / "pulled"))
-    assert pulled.config.score.reference == "strip_peak"
+    assert pulled.config.score.reference == "strip_fabric"
     _, by_scorer = validation_pass(model, images, candidates(pulled.config.score), labels == 0,
                                    layout=layouts[1])
     for strip in (0, 1):
         rows = strips == strip
         np.testing.assert_allclose(strip_scores(pulled, images[rows], corners[rows],
-                                                reference="strip_peak")[0],
+                                                reference="strip_fabric")[0],
                                    by_scorer[STRIP_REFERENCE][rows], rtol=1e-5)
-    with pytest.raises(ValueError, match=r"score.reference='strip_peak' scores a patch against"):
+    with pytest.raises(ValueError, match=r"score.reference='strip_fabric' scores a patch against"):
         score_patches(pulled, images)

@@ -79,12 +79,33 @@ def test_a_version_4_strip_reference_model_scores_with_the_smoothed_max_it_was_v
     assert not np.allclose(scores, peak)
 
 
+def test_a_version_5_strip_peak_model_finds_the_background_from_each_patchs_border(tmp_path):
+    # Format 6 added "strip_fabric" (the fabric's edge found along the whole strip); a
+    # version-5 folder's "strip_peak" keeps finding it from each patch's border only, as its
+    # trial was validated: here a clipped line inside patch 1, with what lies left of it,
+    # is background to "strip_fabric" and fabric to "strip_peak".
+    model = make_model(tiny_config(**{"score.reference": "strip_peak"}), seed=3)
+    images, _ = validation_set(normal=4, defect=2)
+    images[1, :, :, 4:6] = 255
+    loaded = _saved_as_older(model, tmp_path / "v5",
+                             lambda document: {**document, "format_version": 5})
+    assert loaded.config == model.config and loaded.config.score.reference == "strip_peak"
+    scores = strip_scores(loaded, images, reference=loaded.config.score.reference)[0]
+    residuals, clipped = signed_residuals(model, images)
+    assert np.flatnonzero(clipped[1]).tolist() == [4, 5]
+    blind = strip_reference(residuals, reference="strip_peak")[1].numpy()
+    fabric = strip_reference(residuals, reference="strip_fabric", clipped=clipped)[1].numpy()
+    np.testing.assert_array_equal(scores, blind)  # no run from a border: nothing left out
+    assert not np.allclose(scores, fabric)
+
+
 def test_an_unknown_format_version_is_refused_naming_the_readable_ones(tmp_path):
     folder = vae.save(make_model(tiny_config(), seed=0), tmp_path / "m")
     document = json.loads((folder / CONFIG_FILE).read_text())
-    document["format_version"] = 6
+    document["format_version"] = 7
     (folder / CONFIG_FILE).write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=r"format_version 6 is not supported.*\[1, 2, 3, 4, 5\]"):
+    with pytest.raises(ValueError,
+                       match=r"format_version 7 is not supported.*\[1, 2, 3, 4, 5, 6\]"):
         vae.load(folder)
 
 

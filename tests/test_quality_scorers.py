@@ -91,9 +91,12 @@ def test_the_scorer_set_and_its_names():
     assert list(chosen) == list(NAMES) == [*SCORERS, STRIP_REFERENCE] and len(chosen) >= 7
     assert all(c.topk_fraction == 0.01 for c in chosen.values())
     assert {scorer_name(c) for c in chosen.values()} == set(NAMES)
-    assert [c.reference for c in chosen.values()] == ["none"] * len(SCORERS) + ["strip_peak"]
-    # "strip" (model format 4) is no longer compared, but a model that chose it keeps its name.
+    assert [c.reference for c in chosen.values()] == ["none"] * len(SCORERS) + ["strip_fabric"]
+    # "strip" and "strip_peak" (model formats 4, 5) are no longer compared, but a model that
+    # chose one keeps its name.
     assert scorer_name(ScoreConfig(reference="strip")) == "strip_reference" != STRIP_REFERENCE
+    assert scorer_name(ScoreConfig(reference="strip_peak")) == "strip_reference/peak" \
+        != STRIP_REFERENCE
     assert list(candidates(ScoreConfig(select="best"), reference=False)) == list(SCORERS)
     assert list(candidates(ScoreConfig(select="best_per_patch"))) == list(SCORERS)
     assert pick_best({"a": 0.7, "b": float("nan"), "c": 0.9, "d": 0.9}) == "c"

@@ -9,10 +9,12 @@ import torch
 from vae.score.reference import (
     BANK_STRIDE,
     DIMENSIONS,
+    EDGE_ZONE,
     METHODS,
     QUERY_STRIDE,
     WINDOW,
     StripLayout,
+    clipped_columns,
     layout_scores,
     lonely_patch,
     off_fabric,
@@ -90,57 +92,142 @@ def test_strip_peak_ranks_a_small_knot_above_a_patch_that_is_rough_all_over():
     assert float(peak[2]) > float(others.max())  # rough still ranks above the plain patches
 
 
-def test_off_fabric_is_the_columns_mostly_at_the_white_clip():
+def test_clipped_columns_are_those_mostly_at_the_white_clip_in_every_channel():
     x = torch.full((3, 2, P, P), 0.5)
     x[0, :, :, :20] = 1.0  # the background beyond the fabric's edge, both channels clipped
-    x[0, :, : P // 3, 30] = 1.0  # a third of a column clipped: still fabric
-    x[1, :, 20:26, 30:36] = 1.0  # a hole showing the background: fabric
-    x[2, 0, :, :20] = 1.0  # clipped in one channel only: fabric
-    x[2, :, :, 40:42] = 1.0  # a clipped vertical line (a broken yarn, backlit): fabric
-    x[2, :, :, P - 3:] = 1.0  # the background begins at the right border
-    background = off_fabric(x)
-    assert background.shape == (3, P, P) and background.dtype == torch.bool
-    assert bool(background[0, :, :20].all()) and not bool(background[0, :, 20:].any())
-    assert not bool(background[1].any())
-    assert bool(background[2, :, P - 3:].all()) and not bool(background[2, :, :P - 3].any())
-    assert bool(off_fabric(torch.ones(1, 1, P, P)).all())  # a patch beyond the fabric
-    assert not bool(off_fabric(torch.full((1, 1, P, P), 254 / 255)).any())  # not yet clipped
+    x[0, :, : P // 3, 30] = 1.0  # a third of a column clipped: not
+    x[1, :, 20:26, 30:36] = 1.0  # a hole showing the background: not
+    x[2, 0, :, :20] = 1.0  # clipped in one channel only: not
+    x[2, :, :, 40:42] = 1.0  # a clipped vertical line (a broken yarn, backlit)
+    x[2, :, :, P - 3:] = 1.0
+    clipped = clipped_columns(x)
+    assert clipped.shape == (3, P) and clipped.dtype == torch.bool
+    assert np.flatnonzero(clipped[0]).tolist() == list(range(20))
+    assert not bool(clipped[1].any())
+    assert np.flatnonzero(clipped[2]).tolist() == [40, 41, P - 3, P - 2, P - 1]
+    assert not bool(clipped_columns(torch.full((1, 1, P, P), 254 / 255)).any())  # not yet
 
 
-def test_strip_peak_leaves_out_the_fabrics_edge_and_still_finds_a_hole():
+def test_the_patch_rule_is_the_run_of_clipped_columns_from_a_patchs_border():
+    clipped = np.zeros((3, P), bool)
+    clipped[0, :20] = clipped[0, 30] = True  # the background, and a clipped line inside
+    clipped[1, 40:42] = True  # a clipped line mid-patch: fabric
+    clipped[2, P - 3:] = True  # the background begins at the right border
+    background = off_fabric(clipped, edge="patch")
+    assert background.shape == (3, P) and background.dtype == bool
+    assert np.flatnonzero(background[0]).tolist() == list(range(20))
+    assert not background[1].any()
+    assert np.flatnonzero(background[2]).tolist() == [P - 3, P - 2, P - 1]
+    assert off_fabric(np.ones((1, P), bool), edge="patch").all()  # a patch beyond the fabric
+    assert not off_fabric(clipped, edge="none").any()
+
+
+def _strip_columns(clipped: list[int]) -> np.ndarray:
+    """(8, P) clipped columns of a strip of 8 patches side by side, clipped at ``clipped``."""
+    columns = np.zeros(8 * P, bool)
+    columns[clipped] = True
+    return columns.reshape(8, P)
+
+
+def test_the_strip_rule_takes_everything_outside_the_fabrics_edge_line_near_the_strips_end():
+    # A strip of 8 patches (512 px, EDGE_ZONE: 128 px at either end). A machine part fills
+    # columns 0..73, unclipped, up to a thin clipped line at 74..76 where the fabric begins
+    # (AITEX fabric 04); a clipped yarn at 250 in the middle stays fabric; the white background
+    # begins at 500.
+    assert EDGE_ZONE == 0.25
+    clipped = _strip_columns([74, 75, 76, 250, *range(500, 512)])
+    corners = np.array([(x, 0) for x in range(0, 8 * P, P)])
+    background = off_fabric(clipped, corners, edge="strip").reshape(-1)
+    assert np.flatnonzero(background).tolist() == [*range(77), *range(500, 512)]
+    # The patch rule sees only the run from a patch's border: neither the machine part nor
+    # the line (inside patch 1), only the background at the right.
+    patchwise = off_fabric(clipped, edge="patch").reshape(-1)
+    assert np.flatnonzero(patchwise).tolist() == list(range(500, 512))
+    # Corners in any order, or None (side by side in the order given), place the same columns.
+    order = np.random.default_rng(0).permutation(8)
+    np.testing.assert_array_equal(off_fabric(clipped[order], corners[order], edge="strip"),
+                                  background.reshape(8, P)[order])
+    np.testing.assert_array_equal(off_fabric(clipped, edge="strip").reshape(-1), background)
+    # A background wider than the zone is one run: all of it (AITEX fabric 03: 1155 of 4096).
+    wide = off_fabric(_strip_columns(list(range(200))), corners, edge="strip")
+    assert np.flatnonzero(wide.reshape(-1)).tolist() == list(range(200))
+    # A clipped line just past the zone (at 130 of 512) is not the fabric's edge.
+    assert not off_fabric(_strip_columns([130, 131]), corners, edge="strip").any()
+
+
+def test_the_strip_rule_reads_the_edge_from_the_bank_and_from_every_row_of_patches():
+    # A validation set's synthetic copy (same corner, not in the bank) painted over the
+    # background does not move the strip's edge: the bank's patches place it, for the copy too.
+    clipped = np.zeros((3, P), bool)
+    clipped[0, :12] = True  # patch 0 begins with the background; its copy (2) does not
+    corners = np.array([(0, 0), (P, 0), (0, 0)])
+    bank = np.array([True, True, False])
+    background = off_fabric(clipped, corners, edge="strip", bank=bank)
+    assert np.flatnonzero(background[0]).tolist() == np.flatnonzero(background[2]).tolist() \
+        == list(range(12)) and not background[1].any()
+    assert not off_fabric(clipped, corners, edge="strip").any()  # every patch counted: none
+    # Two rows of patches: a column is clipped only where every patch covering it is.
+    rows = np.zeros((4, P), bool)
+    rows[0, 5] = rows[2, 5] = rows[0, 9] = True  # column 5 in both rows, 9 in one
+    corners = np.array([(0, 0), (P, 0), (0, P), (P, P)])
+    background = off_fabric(rows, corners, edge="strip")
+    assert np.flatnonzero(background[0]).tolist() == list(range(6))
+    np.testing.assert_array_equal(background[0], background[2])
+
+
+@pytest.mark.parametrize("reference", ["strip_peak", "strip_fabric"])
+def test_the_reference_leaves_out_the_fabrics_edge_and_still_finds_a_hole(reference):
     # The patch holding the fabric's edge is the only one of its strip with that edge, so it
     # is far from every reference there; a defect is what should rank first.
     strip = _weave(8, period=6.0, contrast=0.05, seed=2)
-    background = torch.zeros(8, P, P, dtype=torch.bool)
-    background[0, :, :24] = True
+    clipped = torch.zeros(8, P, dtype=torch.bool)
+    clipped[0, :24] = True
     strip[0, :, :24] = 0.0  # flat white: reconstructed well
     strip[0, :, 24:30] += 0.3  # the frayed edge: not
     strip[5, 30:34, 40:44] += 0.4  # a 4-px hole, clipped too, but a small part of its columns
-    blind = strip_reference(strip, reference=PEAK)[1]
-    maps, seen = strip_reference(strip, reference=PEAK, background=background)
+    blind = strip_reference(strip, reference=reference)[1]
+    maps, seen = strip_reference(strip, reference=reference, clipped=clipped)
     plain = torch.cat([seen[1:5], seen[6:]])
     assert int(blind.argmax()) == 0 and float(blind[0]) > 2 * float(plain.max())
     assert int(seen.argmax()) == 5 and float(seen[5]) > 2 * float(seen[0])
     assert float(seen[0]) < 2 * float(plain.max())  # the rest of the edge patch is plain fabric
     assert torch.equal(seen[1:], blind[1:])  # nothing changes where there is no background
     assert not bool(maps[0, :, :24 + WINDOW].any())  # the edge is not drawn on the map either
-    everywhere = torch.ones(8, P, P, dtype=torch.bool)
-    assert not bool(strip_reference(strip, reference=PEAK, background=everywhere)[1].any())
+    everywhere = torch.ones(8, P, dtype=torch.bool)
+    assert not bool(strip_reference(strip, reference=reference, clipped=everywhere)[1].any())
     smoothed = strip_reference(strip, reference="strip")[1]  # format 4: no background rule
-    assert torch.equal(strip_reference(strip, reference="strip", background=background)[1],
-                       smoothed)
+    assert torch.equal(strip_reference(strip, reference="strip", clipped=clipped)[1], smoothed)
+
+
+def test_strip_fabric_leaves_out_a_machine_part_beside_the_fabric_that_strip_peak_scores():
+    # What format 6 adds: the strip begins with 1.5 patches of something that is not the weave
+    # (a machine part: unclipped, its own texture), then a thin clipped line, then fabric.
+    strip = _weave(8, period=6.0, contrast=0.05, seed=3)
+    rng = np.random.default_rng(3)
+    strip[0] = torch.from_numpy(rng.normal(0, 0.08, (P, P))).float()
+    strip[1, :, :30] = torch.from_numpy(rng.normal(0, 0.08, (P, 30))).float()
+    strip[1, :, 30:32] = 0.0  # the clipped line: white, reconstructed well
+    clipped = torch.zeros(8, P, dtype=torch.bool)
+    clipped[1, 30:32] = True
+    strip[6, 30:34, 10:14] += 0.15  # a small knot
+    peak = strip_reference(strip, reference="strip_peak", clipped=clipped)[1]
+    fabric = strip_reference(strip, reference="strip_fabric", clipped=clipped)[1]
+    assert int(peak.argmax()) in (0, 1) and float(peak[6]) < float(peak[:2].max())
+    assert int(fabric.argmax()) == 6 and float(fabric[0]) == 0.0
+    assert float(fabric[1]) < float(fabric[6]) / 2  # the fabric right of the line still scores
+    assert torch.equal(fabric[2:], peak[2:])
 
 
 def test_a_layout_scores_each_strip_with_its_own_background():
     strips = torch.cat([_weave(4, period=6.0, contrast=0.05, seed=s) for s in (11, 12)])
     strips[1, :, :20] += 0.3
-    background = torch.zeros(8, P, P, dtype=torch.bool)
-    background[1, :, :20] = True
+    clipped = torch.zeros(8, P, dtype=torch.bool)
+    clipped[1, :20] = True
     layout = StripLayout(np.repeat([0, 1], 4), np.array([(P * (i % 4), 0) for i in range(8)]))
-    got = layout_scores(strips, layout, reference=PEAK, background=background)
+    got = layout_scores(strips, layout, reference=PEAK, clipped=clipped)
     for rows in (slice(0, 4), slice(4, 8)):
         expected = strip_reference(strips[rows], layout.corners[rows], reference=PEAK,
-                                   background=background[rows])[1].numpy()
+                                   clipped=clipped[rows])[1].numpy()
         np.testing.assert_array_equal(got[rows], expected)
     blind = layout_scores(strips, layout, reference=PEAK)
     assert got[1] < blind[1] / 2 and np.array_equal(got[4:], blind[4:])
@@ -148,11 +235,11 @@ def test_a_layout_scores_each_strip_with_its_own_background():
 
 def test_the_fabric_windows_equal_a_plain_numpy_search():
     strip = _weave(3, period=6.0, contrast=0.05, seed=9)
-    background = torch.zeros(3, P, P, dtype=torch.bool)
-    background[1, :, 56:] = True
+    clipped = torch.zeros(3, P, dtype=torch.bool)
+    clipped[1, 56:] = True
     starts = np.tile(np.arange(0, P - WINDOW + 1, QUERY_STRIDE), SIDE)  # each window's x
     kept = _nearest_np(strip)[1].ravel()[starts + WINDOW + WINDOW <= 56]  # > a window from 56
-    got = strip_reference(strip, reference=PEAK, background=background)[1]
+    got = strip_reference(strip, reference=PEAK, clipped=clipped)[1]
     np.testing.assert_allclose(float(got[1]), kept.max() - np.median(kept), rtol=1e-4)
 
 
@@ -260,12 +347,13 @@ def test_patches_that_overlap_the_scored_one_are_left_out_of_its_reference():
      r"pixels with it, or there is none.*a bank of at least one other patch"),
     (torch.zeros(3, P, P), {"bank": np.ones(2, bool)}, r"bank must be a bool mask of shape \(3,\)"),
     (torch.zeros(3, P, P), {"reference": "none"},
-     r"reference='none' is not a strip reference; allowed: strip, strip_peak"),
-    (torch.zeros(3, P, P), {"background": torch.zeros(3, P, P - 1, dtype=torch.bool)},
-     r"background must have the residuals' shape \(3, 64, 64\), got \(3, 64, 63\)"),
-    (torch.zeros(3, P, P), {"background": torch.zeros(2, P, P, dtype=torch.bool),
+     r"reference='none' is not a strip reference; allowed: strip, strip_peak, strip_fabric"),
+    (torch.zeros(3, P, P), {"clipped": torch.zeros(3, P - 1, dtype=torch.bool)},
+     r"clipped must have shape \(patches, width\) \(3, 64\) for residuals \(3, 64, 64\), "
+     r"got \(3, 63\)"),
+    (torch.zeros(3, P, P), {"clipped": torch.zeros(2, P, dtype=torch.bool),
                             "reference": "strip"},
-     r"background must have the residuals' shape \(3, 64, 64\), got \(2, 64, 64\)"),
+     r"clipped must have shape \(patches, width\) \(3, 64\).*got \(2, 64\)"),
 ])
 def test_bad_input_is_one_clear_error(residuals, kwargs, message):
     with pytest.raises(ValueError, match=message):

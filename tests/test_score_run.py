@@ -278,9 +278,8 @@ def test_reference_strip_scores_each_image_against_its_own_other_patches(aitex_r
     for name, (_, width, _) in STRIPS.items():
         patches, xs = _cut(_strip(aitex_root, name)[0], width)
         corners = np.stack([xs, np.zeros_like(xs)], 1)  # 0006 ends on a patch overlapping one
-        residuals, background = signed_residuals(model, patches)
-        _, expected = strip_reference(residuals, corners, reference="strip",
-                                      background=background)
+        residuals, clipped = signed_residuals(model, patches)
+        _, expected = strip_reference(residuals, corners, reference="strip", clipped=clipped)
         got = [float(r["score"]) for r in rows if r["file"] == name]
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert json.loads((out / "metrics.json").read_text())["n_anomalous"] == 5
@@ -296,7 +295,7 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
         aitex_root, tmp_path, caplog):
     torch.manual_seed(0)
     config = VAEConfig(model=ModelConfig(image_size=P, latent_dim=8),
-                       score=ScoreConfig(select="best", reference="strip_peak"))
+                       score=ScoreConfig(select="best", reference="strip_fabric"))
     model = build_model(config)
     directory = vae.save(model, tmp_path / "model")
     Calibration.fit(np.array([0.1, 0.2, 0.3]), quantile=0.5).to_json(
@@ -305,24 +304,23 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
     root = Path(shutil.copytree(aitex_root, tmp_path / "aitex"))
     name = "Defect_images/0005_002_01.png"
     edged = _strip(root, name)[0].copy()
-    edged[:, :6] = 255  # where the fabric ends: the white background (strip_peak leaves it out)
+    edged[:, :6] = 255  # where the fabric ends: the white background (strip_fabric leaves it out)
     Image.fromarray(edged).save(root / name)
     out = tmp_path / "own"
     assert main(["score", "--model", str(directory), "--data-root", str(root),
                  "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["reference"] == "strip_peak" and summary["threshold"] == threshold
-    assert summary["score_config"] == reference_scorer("strip_peak")
+    assert summary["reference"] == "strip_fabric" and summary["threshold"] == threshold
+    assert summary["score_config"] == reference_scorer("strip_fabric")
     rows = _rows(out)
     patches, xs = _cut(edged, 128)
     corners = np.stack([xs, np.zeros_like(xs)], 1)
-    residuals, background = signed_residuals(model, patches)
-    _, expected = strip_reference(residuals, corners, reference="strip_peak",
-                                  background=background)
+    residuals, clipped = signed_residuals(model, patches)
+    _, expected = strip_reference(residuals, corners, reference="strip_fabric", clipped=clipped)
     got = [float(r["score"]) for r in rows if r["file"] == name]
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
-    blind = strip_reference(residuals, corners, reference="strip_peak")[1]
-    assert bool(background[0].any()) and float(expected[0]) != float(blind[0])
+    blind = strip_reference(residuals, corners, reference="strip_fabric")[1]
+    assert bool(clipped[0].any()) and float(expected[0]) != float(blind[0])
     assert [r["decision"] for r in rows] == [str(int(float(r["score"]) > threshold))
                                              for r in rows]
     # Each patch on its own instead: another scorer, so the calibration does not apply.
@@ -330,7 +328,7 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
     assert main(["score", "--model", str(directory), "--data-root", str(root),
                  "--out", str(alone), "--reference", "none"]) == 0
     assert {r["decision"] for r in _rows(alone)} == {""}
-    assert "(reference strip_peak), not for --reference none scores" in caplog.text
+    assert "(reference strip_fabric), not for --reference none scores" in caplog.text
     assert json.loads((alone / "summary.json").read_text())["score_config"]["reference"] == "none"
 
 

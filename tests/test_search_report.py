@@ -90,7 +90,7 @@ def test_the_summary_names_the_scorer_the_winner_chose(tmp_path):
     chosen = {"val/scorer_index": float(NAMES.index(STRIP_REFERENCE)),
               "val/scorers_compared": float(len(NAMES))}
     text = format_summary(summarize([_result(tmp_path, "a", [0.7], extra=chosen)]), [])
-    assert f"scorer: strip_reference/peak (the best of {len(NAMES)} compared" in text
+    assert f"scorer: strip_reference/fabric (the best of {len(NAMES)} compared" in text
 
 
 def test_settings_defaults_follow_the_data():

@@ -148,7 +148,7 @@ def test_a_strip_reference_pyfunc_scores_the_patches_of_one_call_as_one_strip(st
     from vae.score.reference import signed_residuals, strip_reference, strip_scores
 
     uri, client, run_id = store
-    model = make_model(tiny_config(**{"score.select": "best", "score.reference": "strip_peak"}),
+    model = make_model(tiny_config(**{"score.select": "best", "score.reference": "strip_fabric"}),
                        seed=2)
     images, _ = validation_set(normal=4, defect=2)
     images[0, :, :, :6] = 255  # the fabric's edge, which the pyfunc leaves out as scoring does
@@ -156,9 +156,9 @@ def test_a_strip_reference_pyfunc_scores_the_patches_of_one_call_as_one_strip(st
     with global_tracking_uri(uri):
         pyfunc = mlflow.pyfunc.load_model(info.model_uri)
     scores = pyfunc.predict(images)
-    np.testing.assert_allclose(scores, strip_scores(model, images, reference="strip_peak")[0],
+    np.testing.assert_allclose(scores, strip_scores(model, images, reference="strip_fabric")[0],
                                rtol=1e-5, atol=1e-7)
-    blind = strip_reference(signed_residuals(model, images)[0], reference="strip_peak")[1]
+    blind = strip_reference(signed_residuals(model, images)[0], reference="strip_fabric")[1]
     assert scores[0] < float(blind[0]) and np.allclose(scores[1:], blind[1:].numpy(), rtol=1e-5)
     with pytest.raises(ValueError, match=r"send one strip's patches per call, at least 2; got 1"):
         pyfunc.predict(images[:1])

@@ -207,13 +207,14 @@ NORMALIZATIONS = ("none", "image")
 # the same without the strip reference, whose nearest-window search per strip is the one
 # costly candidate on a CPU (README: "Scores and metrics").
 SCORE_SELECTIONS = ("fixed", "best", "best_per_patch")
-# "none": each patch is scored on its own, by the fields above. "strip" and "strip_peak": each
-# patch's signed residual is compared with the other patches of its strip (vae.score.reference,
-# fixed window and basis; they differ in how the distances become a score: smoothed max, or
-# the unsmoothed max above the patch's median, which "best" compares): map, smooth_sigma,
-# reduction, topk_fraction and normalize are then unused, and scores need the strip, so a lone
-# patch cannot be scored.
-REFERENCES = ("none", "strip", "strip_peak")
+# "none": each patch is scored on its own, by the fields above. "strip", "strip_peak" and
+# "strip_fabric": each patch's signed residual is compared with the other patches of its strip
+# (vae.score.reference, fixed window and basis; they differ in how the distances become a
+# score: smoothed max (format 4), or the unsmoothed max above the patch's median, leaving out
+# the background found from each patch's border (format 5) or along the whole strip (format 6,
+# which "best" compares)): map, smooth_sigma, reduction, topk_fraction and normalize are then
+# unused, and scores need the strip, so a lone patch cannot be scored.
+REFERENCES = ("none", "strip", "strip_peak", "strip_fabric")
 
 
 @dataclass(frozen=True)

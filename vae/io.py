@@ -30,8 +30,9 @@ CONFIG_FILE = "config.json"
 # Version 3 added model.input_resize (default 0: native resolution, what versions 1-2 did).
 # Version 4 added score.reference (default "none": each patch on its own, what 1-3 did).
 # Version 5 added its value "strip_peak"; "strip" scores as it did in version 4.
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# Version 6 added "strip_fabric"; "strip_peak" and "strip" score as they did in version 5.
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 MAX_PARAMETERS = 200_000_000  # ~100x this project's largest search-space model
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 

@@ -55,14 +55,19 @@ from torch import nn
 from vae.config import REFERENCES
 from vae.score.maps import iter_reconstructions, scoring_precision
 
-__all__ = ["METHODS", "REFERENCES", "ReferenceMethod", "StripLayout", "layout_scores",
-           "fabric_windows", "lonely_patch", "off_fabric", "reference_scorer", "signed_residual",
-           "signed_residuals", "strip_reference", "strip_scores"]
+__all__ = ["EDGE_SCOPES", "METHODS", "REFERENCES", "ReferenceMethod", "StripLayout",
+           "clipped_columns", "fabric_windows", "layout_scores", "lonely_patch", "off_fabric",
+           "reference_scorer", "signed_residual", "signed_residuals", "strip_reference",
+           "strip_scores"]
 QUERY_STRIDE, BANK_STRIDE = 8, 4  # px: the bank is denser so a shifted repeat still matches
 WINDOW, DIMENSIONS = 16, 32
 MIN_PATCHES = 2  # a patch needs at least one other patch of its strip to be compared with
 WHITE_CLIP = 254.5 / 255  # x in [0, 1] at or above it was uint8 255: the sensor's white clip
-BACKGROUND_FRACTION = 0.5  # a column more than half at the white clip is background
+BACKGROUND_FRACTION = 0.5  # a column more than half at the white clip is clipped
+EDGE_ZONE = 0.25  # the share of a strip, at either end, where its fabric's edge is looked for
+# Where a method looks for the fabric's edge: nowhere, from each patch's border (format 5), or
+# along the whole strip (format 6; ``off_fabric``).
+EDGE_SCOPES = ("none", "patch", "strip")
 
 
 @dataclass(frozen=True)
@@ -71,15 +76,16 @@ class ReferenceMethod:
 
     smooth: int  # k × k neighbouring windows averaged first (1: none)
     above_median: bool  # subtract the patch's own median distance (its typical window)
-    on_fabric: bool  # leave out windows near the background (``off_fabric``)
+    edge: str  # EDGE_SCOPES: where the background beyond the fabric's edge is found and left out
 
     @property
     def reduction(self) -> str:
         return "max_above_median" if self.above_median else "max"
 
 
-METHODS = {"strip": ReferenceMethod(smooth=3, above_median=False, on_fabric=False),
-           "strip_peak": ReferenceMethod(smooth=1, above_median=True, on_fabric=True)}
+METHODS = {"strip": ReferenceMethod(smooth=3, above_median=False, edge="none"),
+           "strip_peak": ReferenceMethod(smooth=1, above_median=True, edge="patch"),
+           "strip_fabric": ReferenceMethod(smooth=1, above_median=True, edge="strip")}
 assert set(METHODS) == set(REFERENCES) - {"none"}, "vae.config.REFERENCES owns the names"
 
 
@@ -88,8 +94,7 @@ def reference_scorer(reference: str) -> dict[str, object]:
     method = _method(reference)
     return {"reference": reference, "window": WINDOW, "dimensions": DIMENSIONS,
             "query_stride": QUERY_STRIDE, "bank_stride": BANK_STRIDE,
-            "smooth": method.smooth, "reduction": method.reduction,
-            "on_fabric": method.on_fabric}
+            "smooth": method.smooth, "reduction": method.reduction, "edge": method.edge}
 
 
 def _method(reference: str) -> ReferenceMethod:
@@ -134,55 +139,102 @@ def signed_residual(x_unit: torch.Tensor, recon_unit: torch.Tensor) -> torch.Ten
     return (x_unit - recon_unit).mean(1).float()
 
 
-def off_fabric(x_unit: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) x in [0, 1] → (B, H, W) bool: the background beyond the fabric's edge —
-    the run of columns, from the patch's left or right border, more than half at the white
-    clip in every channel.
+def clipped_columns(x_unit: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) x in [0, 1] → (B, W) bool: the columns more than half at the white clip in
+    every channel — all that ``off_fabric`` needs of a patch."""
+    return (x_unit >= WHITE_CLIP).all(1).float().mean(1) > BACKGROUND_FRACTION
 
-    Columns, because an AITEX strip is one line-scan across the roll: the fabric's edge runs
-    its full height, and the background lies between it and the strip's end. A hole or a
-    bright fleck that clips is a small part of its columns, and a clipped yarn running the
-    patch's height does not reach its border: both stay fabric. A patch cut the other way
-    round simply has no background.
+
+def off_fabric(clipped: np.ndarray | torch.Tensor, corners: np.ndarray | None = None, *,
+               edge: str, bank: np.ndarray | None = None) -> np.ndarray:
+    """(N, W) ``clipped_columns`` of one strip's patches → (N, W) bool: the columns that lie
+    beyond the fabric's edge, found as ``edge`` says.
+
+    Columns, because an AITEX strip is one line-scan across the roll: the fabric's edge runs its
+    full height. ``"patch"`` (format 5): the run of clipped columns from a patch's left or right
+    border — where a fabric is narrower than the camera's field, the white backlit background.
+    ``"strip"`` (format 6): along the strip the patches form, everything from the strip's end
+    to its innermost clipped column within ``EDGE_ZONE`` of that end (and the run of clipped
+    columns it belongs to). That also takes in what the patch rule cannot see: on some AITEX
+    fabrics a machine part fills the strip's first 500–800 px, textured and unclipped, up to a
+    thin clipped line at the fabric's edge, and its patches and the edge's own were the clean
+    patches that most often outranked defects. A hole or a bright fleck that clips is a small
+    part of its columns, and a clipped yarn in the strip's middle half is not near its end: both
+    stay fabric. A clipped defect within the outer quarter would hide what lies outside it:
+    none of the dev split's 208 strips has a clipped column there other than its edge.
+
+    ``corners`` (N, 2) (x, y): where the patches lie; None: side by side, left to right, in the
+    order given. A strip column is clipped where every patch covering it (of the ``bank``
+    patches, when given: a validation set's synthetic defects do not move the edge) has it so.
     """
-    clipped = (x_unit >= WHITE_CLIP).all(1)
-    columns = (clipped.float().mean(1) > BACKGROUND_FRACTION).int()  # (B, W)
-    background = columns.cumprod(1).bool() | columns.flip(1).cumprod(1).flip(1).bool()
-    return background[:, None, :].expand_as(clipped)
+    if edge not in EDGE_SCOPES:
+        raise ValueError(f"edge={edge!r}; allowed: {', '.join(EDGE_SCOPES)}")
+    clipped = torch.as_tensor(clipped).cpu().numpy().astype(bool)
+    count, width = clipped.shape
+    if edge == "none":
+        return np.zeros_like(clipped)
+    if edge == "patch":
+        return np.stack([_beyond_edge(row, 1) for row in clipped]) if count \
+            else np.zeros_like(clipped)
+    xs = np.arange(count) * width if corners is None else np.asarray(corners)[:, 0].astype(int)
+    xs = xs - (xs.min() if count else 0)
+    span = int(xs.max()) + width if count else width
+    covered, unclipped = np.zeros(span, int), np.zeros(span, int)
+    for k in np.flatnonzero(np.ones(count, bool) if bank is None else np.asarray(bank, bool)):
+        covered[xs[k]:xs[k] + width] += 1
+        unclipped[xs[k]:xs[k] + width] += ~clipped[k]
+    background = _beyond_edge((covered > 0) & (unclipped == 0), int(span * EDGE_ZONE))
+    return np.stack([background[x:x + width] for x in xs]) if count else np.zeros_like(clipped)
+
+
+def _beyond_edge(columns: np.ndarray, zone: int) -> np.ndarray:
+    """(L,) bool clipped columns → (L,) bool: from either end to the innermost clipped column
+    within ``zone`` of it, and on through the clipped run that column belongs to (``zone`` 1:
+    the run of clipped columns that starts at the end)."""
+    length = len(columns)
+    background = np.zeros(length, bool)
+    for line, flip in ((columns, False), (columns[::-1], True)):
+        inside = np.flatnonzero(line[:zone])
+        if inside.size:
+            end = inside[-1]
+            while end + 1 < length and line[end + 1]:
+                end += 1
+            span = np.zeros(length, bool)
+            span[:end + 1] = True
+            background |= span[::-1] if flip else span
+    return background
 
 
 def signed_residuals(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
                      batch_size: int = 64, device: torch.device | str | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) ``signed_residual`` of every patch and (N, H, W) its ``off_fabric`` pixels,
-    on the scoring device."""
-    residuals, background = [], []
+    """(N, H, W) ``signed_residual`` of every patch and (N, W) its ``clipped_columns``, on the
+    scoring device."""
+    residuals, clipped = [], []
     for x, recon in iter_reconstructions(model, images_uint8, batch_size=batch_size,
                                          device=device):
         residuals.append(signed_residual(x, recon))
-        background.append(off_fabric(x))
-    return torch.cat(residuals), torch.cat(background)
+        clipped.append(clipped_columns(x))
+    return torch.cat(residuals), torch.cat(clipped)
 
 
 def strip_scores(model: nn.Module, patches: np.ndarray, corners: np.ndarray | None = None, *,
                  reference: str, batch_size: int = 64, device: torch.device | str | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(N,) scores and (N, H, W) maps of one strip's patches, each against the others."""
-    residuals, background = signed_residuals(model, patches, batch_size=batch_size,
-                                             device=device)
+    residuals, clipped = signed_residuals(model, patches, batch_size=batch_size, device=device)
     with scoring_precision(residuals.device):  # no TF32 in the distances either
-        maps, scores = strip_reference(residuals, corners, reference=reference,
-                                       background=background)
+        maps, scores = strip_reference(residuals, corners, reference=reference, clipped=clipped)
     return scores.cpu().numpy(), maps.cpu().numpy()
 
 
 def layout_scores(residuals: torch.Tensor, layout: StripLayout, *, reference: str,
-                  background: torch.Tensor | None = None) -> np.ndarray:
+                  clipped: torch.Tensor | None = None) -> np.ndarray:
     """(N,) float32 strip-reference scores of patches from several strips (a validation set).
 
     Each strip is scored on its own. A strip where some patch has no reference (it is alone,
     or overlaps every bank patch) gets NaN for all its patches, so a set that cannot be scored
-    this way says so instead of ranking on part of it. ``background`` (N, H, W) bool: as in
+    this way says so instead of ranking on part of it. ``clipped`` (N, W) bool: as in
     ``strip_reference``.
     """
     height, width = residuals.shape[1:]
@@ -199,10 +251,9 @@ def layout_scores(residuals: torch.Tensor, layout: StripLayout, *, reference: st
             continue
         index = torch.as_tensor(rows, device=residuals.device)
         with scoring_precision(residuals.device):
-            own = None if background is None else background[index]
+            own = None if clipped is None else clipped[index]
             scores[rows] = strip_reference(residuals[index], corners, bank=bank,
-                                           reference=reference,
-                                           background=own)[1].cpu().numpy()
+                                           reference=reference, clipped=own)[1].cpu().numpy()
     return scores
 
 
@@ -252,7 +303,7 @@ def _basis(queries: torch.Tensor, dimensions: int) -> tuple[torch.Tensor, torch.
 
 def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | None = None,
                     *, reference: str, bank: np.ndarray | None = None,
-                    background: torch.Tensor | np.ndarray | None = None, window: int = WINDOW,
+                    clipped: torch.Tensor | np.ndarray | None = None, window: int = WINDOW,
                     dimensions: int = DIMENSIONS) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W) signed residuals of one strip's N patches → ((N, H, W) maps, (N,) scores).
 
@@ -267,10 +318,10 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     patches do not overlap.
     ``bank`` (N,) bool: the patches that may serve as references, and whose windows the basis
     is fitted on (None: all; a validation set leaves out its synthetic-defect copies, which
-    duplicate clean patches of the same strip). ``background`` (N, H, W) bool: the pixels that are
-    not fabric (``off_fabric``); a method ``on_fabric`` scores only the windows more than one
-    window away from them (a patch with none scores 0). None: every pixel is fabric. Runs on the
-    residuals' device.
+    duplicate clean patches of the same strip). ``clipped`` (N, W) bool: the patches'
+    ``clipped_columns``, from which a method with an ``edge`` finds the background
+    (``off_fabric``) and scores only the windows more than one window away from it (a patch with
+    none scores 0). None: every pixel is fabric. Runs on the residuals' device.
     """
     method = _method(reference)
     residuals = torch.as_tensor(residuals, dtype=torch.float32)
@@ -307,13 +358,14 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     cover = F.fold(torch.ones(1, window * window, rows * cols, device=residuals.device),
                    (height, width), window, stride=QUERY_STRIDE)
     fabric = None
-    if background is not None:
-        background = torch.as_tensor(background, device=residuals.device)
-        if tuple(background.shape) != (count, height, width):
-            raise ValueError(f"background must have the residuals' shape "
-                             f"{(count, height, width)}, got {tuple(background.shape)}")
-        if method.on_fabric:
-            fabric = fabric_windows(background, window)
+    if clipped is not None:
+        if tuple(clipped.shape) != (count, width):
+            raise ValueError(f"clipped must have shape (patches, width) {(count, width)} for "
+                             f"residuals {(count, height, width)}, got {tuple(clipped.shape)}")
+        if method.edge != "none":
+            background = off_fabric(clipped, corners, edge=method.edge, bank=bank)
+            fabric = fabric_windows(torch.from_numpy(background).to(residuals.device), height,
+                                    window)
     maps = torch.empty(count, height, width, device=residuals.device)
     scores = torch.empty(count, device=residuals.device)
     for k in range(count):
@@ -335,12 +387,14 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     return maps, scores
 
 
-def fabric_windows(background: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
-    """(N, H, W) bool background → (N, 1, rows, cols) bool: the query windows farther than one
-    window from any background pixel, so the fabric's frayed edge, which is not a straight
-    column, stays out as well."""
-    near = F.max_pool2d(background.float()[:, None], 2 * window + 1, stride=1, padding=window)
-    return F.max_pool2d(near, window, stride=QUERY_STRIDE) == 0
+def fabric_windows(background: torch.Tensor, height: int, window: int = WINDOW) -> torch.Tensor:
+    """(N, W) bool background columns of ``height``-px patches → (N, 1, rows, cols) bool: the
+    query windows farther than one window from any background column, so the fabric's frayed
+    edge, which is not a straight column, stays out as well."""
+    near = F.max_pool1d(background.float()[:, None], 2 * window + 1, stride=1, padding=window)
+    cols = F.max_pool1d(near, window, stride=QUERY_STRIDE) == 0  # (N, 1, cols)
+    rows = (height - window) // QUERY_STRIDE + 1
+    return cols[:, :, None, :].expand(-1, -1, rows, -1)
 
 
 def _nearest(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 8192) -> torch.Tensor:

@@ -158,14 +158,14 @@ class _Run:
     def _referenced(self, patches: np.ndarray, parts: list[_Cut]
                     ) -> Iterator[tuple[np.ndarray, ...]]:
         """Each part's (scores, maps) against the part's own other patches."""
-        residuals, background = signed_residuals(self.model, patches,
-                                                 batch_size=self.batch_size, device=self.device)
+        residuals, clipped = signed_residuals(self.model, patches,
+                                              batch_size=self.batch_size, device=self.device)
         bounds = np.cumsum([len(part.patches) for part in parts])[:-1].tolist()
-        for part, strip, off in zip(parts, torch.tensor_split(residuals, bounds),
-                                    torch.tensor_split(background, bounds), strict=True):
+        for part, strip, columns in zip(parts, torch.tensor_split(residuals, bounds),
+                                        torch.tensor_split(clipped, bounds), strict=True):
             with scoring_precision(residuals.device):  # no TF32 in the distances either
                 maps, scores = strip_reference(strip, part.corners, reference=self.reference,
-                                               background=off)
+                                               clipped=columns)
             yield scores.cpu().numpy(), maps.cpu().numpy()
 
     def _strip(self, part: _Cut, scores: np.ndarray, maps: np.ndarray) -> None:

@@ -30,7 +30,7 @@ import torch
 
 from vae.config import ScoreConfig
 from vae.score.maps import iter_reconstructions, reduce_maps, residual_maps
-from vae.score.reference import StripLayout, layout_scores, off_fabric, signed_residual
+from vae.score.reference import StripLayout, clipped_columns, layout_scores, signed_residual
 
 # name → (map, smooth_sigma, reduction, normalize). The first is the fixed default's scorer.
 SCORERS: dict[str, tuple[str, float, str, str]] = {
@@ -44,8 +44,9 @@ SCORERS: dict[str, tuple[str, float, str, str]] = {
     "msgms/max/image": ("msgms", 2.0, "max", "image"),
 }
 # score.reference → the scorer's name; "strip" was the candidate of model format 4.
-REFERENCE_NAMES = {"strip": "strip_reference", "strip_peak": "strip_reference/peak"}
-CANDIDATE_REFERENCE = "strip_peak"
+REFERENCE_NAMES = {"strip": "strip_reference", "strip_peak": "strip_reference/peak",
+                   "strip_fabric": "strip_reference/fabric"}
+CANDIDATE_REFERENCE = "strip_fabric"
 STRIP_REFERENCE = REFERENCE_NAMES[CANDIDATE_REFERENCE]
 NAMES = (*SCORERS, STRIP_REFERENCE)  # every candidate, in the order val/scorer_index counts
 
@@ -99,7 +100,7 @@ class Scoring:
                              "use per-patch scorers only (candidates(..., reference=False))")
         self.parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.per_patch}
         self.residuals: list[torch.Tensor] = []
-        self.background: list[torch.Tensor] = []
+        self.clipped: list[torch.Tensor] = []
 
     def add(self, x_unit: torch.Tensor, recon_unit: torch.Tensor) -> None:
         for name, config in self.per_patch.items():
@@ -107,16 +108,16 @@ class Scoring:
             self.parts[name].append(reduce_maps(maps, config).float())
         if self.referenced:
             self.residuals.append(signed_residual(x_unit, recon_unit))
-            self.background.append(off_fabric(x_unit))
+            self.clipped.append(clipped_columns(x_unit))
 
     def scores(self) -> dict[str, np.ndarray]:
         """(N,) float32 scores per scorer (a reference's NaN where a strip cannot have one)."""
         out = {name: torch.cat(chunks).cpu().numpy() if chunks else np.zeros(0, np.float32)
                for name, chunks in self.parts.items()}
         if self.referenced:
-            residuals, background = torch.cat(self.residuals), torch.cat(self.background)
+            residuals, clipped = torch.cat(self.residuals), torch.cat(self.clipped)
             out.update({name: layout_scores(residuals, self.layout, reference=reference,
-                                            background=background)
+                                            clipped=clipped)
                         for name, reference in self.referenced.items()})
         return out
 
