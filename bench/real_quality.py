@@ -9,8 +9,8 @@ the fabric-matched AUROC (anomalous patches vs the clean patches of the same def
 for the champion as pulled (``aitexvae score`` without flags: the scorer its trial chose,
 ``score.reference`` included) and, side by side on the same champion, with each other
 ``--reference`` (``vae.config.REFERENCES``: each patch on its own, or against the other
-patches of its strip, format 5's ``strip_peak`` and format 4's ``strip``; about 40 s and 2 min
-each on 2 cores). Ends with
+patches of its strip: format 6's ``strip_fabric``, 5's ``strip_peak`` and 4's ``strip``;
+about 40 s and 2 min each on 2 cores). Ends with
 ``ratio fabric-matched-auroc: X`` for the champion as pulled. ``--work DIR`` keeps the outputs;
 run again with the same DIR and a champion already pulled there, it only scores.
 

@@ -101,13 +101,13 @@ def projection(basis: str, train_r: torch.Tensor, size: int, dimensions: int):
 def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.ndarray, *,
                           size: int, dimensions: int, gap: int,
                           projection: tuple[torch.Tensor, torch.Tensor] | None,
-                          reduction: str = "smoothed", background: np.ndarray | None = None
+                          reduction: str = "smoothed", near: np.ndarray | None = None
                           ) -> np.ndarray:
     """``gap`` g leaves the g patches on either side (by x) out of a patch's reference;
     ``projection`` None fits each strip's PCA on that strip's own windows (no training state);
     ``reduction`` "smoothed": max of the 3×3 mean, "peak": unsmoothed max above the median,
-    "peak_fabric" and "peak_strip_fabric": that over the windows away from ``background``
-    (N, W) bool columns."""
+    "peak_fabric" and "peak_strip_fabric": that over the windows touching none of the ``near``
+    (N, W) bool columns (within a window of the background)."""
     scores = np.zeros(len(residuals), np.float32)
     for strip in np.unique(strips):
         members = np.flatnonzero(strips == strip)
@@ -119,7 +119,7 @@ def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.nd
             others = torch.cat([bank[j] for j in range(len(members)) if abs(j - k) > gap])
             distance = torch.cdist(queries[k], others).amin(1)
             if reduction.endswith("fabric"):
-                keep = fabric_windows(torch.from_numpy(background[index][None]),
+                keep = fabric_windows(torch.from_numpy(near[index][None]),
                                       residuals.shape[-2], size)
                 distance = distance[keep.flatten()]
             if reduction.startswith("peak"):
@@ -132,14 +132,15 @@ def self_reference_scores(residuals: torch.Tensor, strips: np.ndarray, xs: np.nd
     return scores
 
 
-def background(test, edge: str) -> np.ndarray:
-    """(N, W) bool: each test patch's columns beyond its fabric's edge (``off_fabric``)."""
+def near_background(test, edge: str, margin: int) -> np.ndarray:
+    """(N, W) bool: each test patch's columns beyond its fabric's edge and within ``margin``
+    px of it (``off_fabric``)."""
     clipped = clipped_columns(torch.from_numpy(test.images).float() / 255).numpy()
     out = np.zeros_like(clipped)
     for strip in np.unique(test.strip):
         members = np.flatnonzero(test.strip == strip)
         out[members] = off_fabric(clipped[members], np.stack([test.x, test.y], 1)[members],
-                                  edge=edge)
+                                  edge=edge, margin=margin)
     return out
 
 
@@ -199,7 +200,8 @@ def main() -> int:
         test_r, test.strip, test.x, size=args.window, dimensions=args.dimensions, gap=args.gap,
         projection=projection(args.basis, test_r if args.basis == "pooled" else train_r,
                               args.window, args.dimensions), reduction=args.reduction,
-        background=background(test, "strip" if args.reduction == "peak_strip_fabric" else "patch"))
+        near=near_background(test, "strip" if args.reduction == "peak_strip_fabric" else "patch",
+                             args.window))
     figure = report(f"{name} self-reference", scores, test)
     print(f"self-reference scoring: {time.perf_counter() - start:.0f} s "
           f"({len(test.labels) / (time.perf_counter() - start):.1f} patches/s)")

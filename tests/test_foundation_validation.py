@@ -72,7 +72,7 @@ def test_a_validation_pass_leaves_out_the_background_as_aitexvae_score_does():
     config = tiny_config(**{"score.select": "best"})
     model = make_model(config, seed=4)
     images, _ = validation_set(normal=8, defect=0)
-    images[4, :, :, :6] = 255  # the background beyond the fabric's edge, where strip 1 begins
+    images[4, :, :, 4:6] = 255  # the fabric's edge line, near where strip 1 begins
     side = images.shape[-1]
     layout = StripLayout(np.repeat([0, 1], 4), np.array([(side * (i % 4), 0) for i in range(8)]))
     reference = {STRIP_REFERENCE: candidates(config.score)[STRIP_REFERENCE]}
@@ -84,6 +84,10 @@ def test_a_validation_pass_leaves_out_the_background_as_aitexvae_score_does():
         got, layout_scores(residuals, layout, reference=name, clipped=clipped))
     blind = layout_scores(residuals, layout, reference=name)
     assert got[4] < blind[4] and np.array_equal(got[:4], blind[:4])
+    # Found along the strip, not from the patch's border (format 5's rule sees nothing here).
+    assert np.array_equal(layout_scores(residuals, layout, reference="strip_peak",
+                                        clipped=clipped), layout_scores(
+        residuals, layout, reference="strip_peak"))
     np.testing.assert_allclose(strip_scores(model, images[4:], layout.corners[4:],
                                             reference=name)[0], got[4:], rtol=1e-6)
 

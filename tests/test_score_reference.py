@@ -22,7 +22,7 @@ from vae.score.reference import (
 )
 
 P = 64
-PEAK = "strip_peak"  # the searched one; "strip" (format 4) where a test says so
+PEAK = "strip_peak"  # format 5; "strip_fabric" (the searched one) and "strip" where a test says so
 
 
 def _weave(count: int, period: float, contrast: float, seed: int) -> torch.Tensor:
@@ -153,6 +153,29 @@ def test_the_strip_rule_takes_everything_outside_the_fabrics_edge_line_near_the_
     assert np.flatnonzero(wide.reshape(-1)).tolist() == list(range(200))
     # A clipped line just past the zone (at 130 of 512) is not the fabric's edge.
     assert not off_fabric(_strip_columns([130, 131]), corners, edge="strip").any()
+    # The innermost line within the zone is the edge; at the right end, a line with fabric
+    # beyond it takes that in too; a strip that does not begin at x = 0 is the same strip.
+    lines = off_fabric(_strip_columns([*range(10), 74, 75, 420, 421]), corners + (1000, 0),
+                       edge="strip")
+    assert np.flatnonzero(lines.reshape(-1)).tolist() == [*range(76), *range(420, 512)]
+
+
+def test_the_margin_reaches_across_a_patch_border_along_the_strip_not_the_patch():
+    clipped = _strip_columns(list(range(128)))  # the background ends where patch 2 begins
+    corners = np.array([(x, 0) for x in range(0, 8 * P, P)])
+    near = off_fabric(clipped, corners, edge="strip", margin=WINDOW)
+    assert np.flatnonzero(near.reshape(-1)).tolist() == list(range(128 + WINDOW))
+    patchwise = off_fabric(clipped, edge="patch", margin=WINDOW)
+    assert np.flatnonzero(patchwise.reshape(-1)).tolist() == list(range(128))
+    # So the fabric's frayed edge at the start of patch 2 is left out by strip_fabric only.
+    strip = _weave(8, period=6.0, contrast=0.05, seed=5)
+    strip[:2] = 0.0  # the background, reconstructed well
+    strip[2, :, :6] += 0.3  # the frayed edge
+    fabric = strip_reference(strip, corners, reference="strip_fabric",
+                             clipped=torch.from_numpy(clipped))[1]
+    peak = strip_reference(strip, corners, reference="strip_peak",
+                           clipped=torch.from_numpy(clipped))[1]
+    assert int(peak.argmax()) == 2 and float(fabric[2]) < float(peak[2]) / 2
 
 
 def test_the_strip_rule_reads_the_edge_from_the_bank_and_from_every_row_of_patches():
@@ -231,6 +254,29 @@ def test_a_layout_scores_each_strip_with_its_own_background():
         np.testing.assert_array_equal(got[rows], expected)
     blind = layout_scores(strips, layout, reference=PEAK)
     assert got[1] < blind[1] / 2 and np.array_equal(got[4:], blind[4:])
+
+
+def test_a_layout_finds_each_strips_edge_from_its_bank_patches():
+    # strip_fabric in a validation layout: strip 0 begins with the background (patch 0) and a
+    # synthetic copy of patch 0 (not in the bank) has it painted over; the copy is still left
+    # out where its original is, so its score is its own defect's, not the background's.
+    clean = _weave(4, period=6.0, contrast=0.05, seed=13)
+    clean[0, :, :20] = 0.0
+    clean[0, :, 20:24] += 0.3  # the frayed edge
+    copy = clean[:1].clone()
+    copy[0, 30:34, 40:44] += 0.4  # its synthetic defect
+    residuals = torch.cat([clean, copy])
+    clipped = torch.zeros(5, P, dtype=torch.bool)
+    clipped[0, :20] = True
+    layout = StripLayout(np.zeros(5, int), np.array([(0, 0), (P, 0), (2 * P, 0), (3 * P, 0),
+                                                     (0, 0)]), np.array([True] * 4 + [False]))
+    got = layout_scores(residuals, layout, reference="strip_fabric", clipped=clipped)
+    np.testing.assert_array_equal(got, strip_reference(
+        residuals, layout.corners, reference="strip_fabric", bank=layout.bank,
+        clipped=clipped)[1].numpy())
+    ignored = strip_reference(residuals, layout.corners, reference="strip_fabric",
+                              clipped=clipped)[1].numpy()  # the bank not used to find the edge
+    assert got[0] < ignored[0] / 2 and int(np.argmax(got)) == 4
 
 
 def test_the_fabric_windows_equal_a_plain_numpy_search():

@@ -304,7 +304,7 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
     root = Path(shutil.copytree(aitex_root, tmp_path / "aitex"))
     name = "Defect_images/0005_002_01.png"
     edged = _strip(root, name)[0].copy()
-    edged[:, :6] = 255  # where the fabric ends: the white background (strip_fabric leaves it out)
+    edged[:, 100:102] = 255  # the fabric's edge line, 28 px from the strip's right end
     Image.fromarray(edged).save(root / name)
     out = tmp_path / "own"
     assert main(["score", "--model", str(directory), "--data-root", str(root),
@@ -320,7 +320,9 @@ def test_a_model_validated_with_the_strip_reference_scores_with_it_and_its_calib
     got = [float(r["score"]) for r in rows if r["file"] == name]
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
     blind = strip_reference(residuals, corners, reference="strip_fabric")[1]
-    assert bool(clipped[0].any()) and float(expected[0]) != float(blind[0])
+    patchwise = strip_reference(residuals, corners, reference="strip_peak", clipped=clipped)[1]
+    assert np.flatnonzero(clipped.any(1)).tolist() == [3]  # the last patch, at x = 96
+    assert float(expected[3]) < float(blind[3]) == float(patchwise[3])  # no run from a border
     assert [r["decision"] for r in rows] == [str(int(float(r["score"]) > threshold))
                                              for r in rows]
     # Each patch on its own instead: another scorer, so the calibration does not apply.

@@ -151,7 +151,7 @@ def test_a_strip_reference_pyfunc_scores_the_patches_of_one_call_as_one_strip(st
     model = make_model(tiny_config(**{"score.select": "best", "score.reference": "strip_fabric"}),
                        seed=2)
     images, _ = validation_set(normal=4, defect=2)
-    images[0, :, :, :6] = 255  # the fabric's edge, which the pyfunc leaves out as scoring does
+    images[0, :, :, 4:6] = 255  # the fabric's edge line: left out by the pyfunc as by scoring
     info = log_pyfunc(client, uri, run_id, vae.save(model, tmp_path / "weights"), images[:2])
     with global_tracking_uri(uri):
         pyfunc = mlflow.pyfunc.load_model(info.model_uri)
@@ -160,6 +160,8 @@ def test_a_strip_reference_pyfunc_scores_the_patches_of_one_call_as_one_strip(st
                                rtol=1e-5, atol=1e-7)
     blind = strip_reference(signed_residuals(model, images)[0], reference="strip_fabric")[1]
     assert scores[0] < float(blind[0]) and np.allclose(scores[1:], blind[1:].numpy(), rtol=1e-5)
+    patchwise = strip_scores(model, images, reference="strip_peak")[0]  # from borders only
+    assert patchwise[0] == pytest.approx(float(blind[0]), rel=1e-5)
     with pytest.raises(ValueError, match=r"send one strip's patches per call, at least 2; got 1"):
         pyfunc.predict(images[:1])
 

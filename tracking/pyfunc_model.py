@@ -12,9 +12,11 @@ parsed to uint8 by that schema. A model trained on resized images (``model.input
 a folder data set) takes images of any one size and resizes them as its training data was; an
 image larger than one patch then scores as its highest patch (rejected when any patch is), as
 ``aitexvae score`` cuts it. Output: ``(N,)`` float32 anomaly scores, as ``aitexvae score`` gives them.
-A model validated with the strip as its own reference (``score.reference`` ``"strip_peak"``
-or ``"strip"``) scores each patch against the others: the patches of one call are taken as one
-strip's non-overlapping patches (send a strip per call, at least two patches), and an image of a
+A model validated with the strip as its own reference (``score.reference`` ``"strip_fabric"``,
+``"strip_peak"`` or ``"strip"``) scores each patch against the others: the patches of one call
+are taken as one strip's non-overlapping patches, side by side in the order sent (send a strip
+per call, left to right, at least two patches: the order places the strip's ends, where
+``"strip_fabric"`` looks for the fabric's edge), and an image of a
 resized model against the other patches cut from it that share no pixel with it (refused,
 naming the patch, when one has none).
 With ``params={"decisions": True}`` a dict adds ``decision`` (True = reject) and ``threshold``.

@@ -161,9 +161,11 @@ def register(subparsers: argparse._SubParsersAction,
     parser.add_argument("--batch-size", type=_int_at_least(1), default=64)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     parser.add_argument("--reference", choices=REFERENCES, default=None,
-                        help="strip_peak: score each patch against the other patches of its "
-                             "own image (a strip), its worst window on fabric above its median "
-                             "(the searched one); strip: format 4's smoothed max; none: each "
+                        help="strip_fabric: score each patch against the other patches of its "
+                             "own image (a strip), its worst window on fabric above its median, "
+                             "the fabric found along the strip (the searched one); strip_peak: "
+                             "the fabric found from each patch's border (format 5); strip: "
+                             "format 4's smoothed max; none: each "
                              "patch on its own (default: as the model was validated, its "
                              "score.reference; another choice is not calibrated: pair it with "
                              "--threshold)")

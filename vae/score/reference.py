@@ -39,6 +39,12 @@ the same search recipe, through ``aitexvae score``: 0.876 → 0.900 fabric-match
 0.903 / 0.938. A hole that shows the background is a small part of its columns and is still
 scored.
 
+``"strip_fabric"`` (format 6) finds the background along the whole strip instead of from each
+patch's border (``off_fabric``): on fabrics 04 and 06 a machine part, textured and unclipped,
+fills a strip's first 530–780 px up to a thin clipped line where the fabric begins, and those
+patches, the line's above all, were most of what the DRA figure lost (README "What moves
+detection on real fabric" has the figures).
+
 A defect that repeats along the whole strip (a missed yarn running its length) recurs in the
 reference and is not found this way: that is the price of a reference without training data.
 """
@@ -146,63 +152,74 @@ def clipped_columns(x_unit: torch.Tensor) -> torch.Tensor:
 
 
 def off_fabric(clipped: np.ndarray | torch.Tensor, corners: np.ndarray | None = None, *,
-               edge: str, bank: np.ndarray | None = None) -> np.ndarray:
+               edge: str, bank: np.ndarray | None = None, margin: int = 0) -> np.ndarray:
     """(N, W) ``clipped_columns`` of one strip's patches → (N, W) bool: the columns that lie
-    beyond the fabric's edge, found as ``edge`` says.
+    beyond the fabric's edge, found as ``edge`` says, and those within ``margin`` px of them.
 
     Columns, because an AITEX strip is one line-scan across the roll: the fabric's edge runs its
     full height. ``"patch"`` (format 5): the run of clipped columns from a patch's left or right
-    border — where a fabric is narrower than the camera's field, the white backlit background.
-    ``"strip"`` (format 6): along the strip the patches form, everything from the strip's end
-    to its innermost clipped column within ``EDGE_ZONE`` of that end (and the run of clipped
-    columns it belongs to). That also takes in what the patch rule cannot see: on some AITEX
-    fabrics a machine part fills the strip's first 500–800 px, textured and unclipped, up to a
-    thin clipped line at the fabric's edge, and its patches and the edge's own were the clean
-    patches that most often outranked defects. A hole or a bright fleck that clips is a small
-    part of its columns, and a clipped yarn in the strip's middle half is not near its end: both
-    stay fabric. A clipped defect within the outer quarter would hide what lies outside it:
-    none of the dev split's 208 strips has a clipped column there other than its edge.
+    border — where a fabric is narrower than the camera's field, the white backlit background —
+    and the margin within the patch. ``"strip"`` (format 6): along the strip the patches form,
+    everything from the strip's end to its innermost clipped column within ``EDGE_ZONE`` of that
+    end (and the run of clipped columns it belongs to), and the margin along the strip, so an
+    edge at a patch's border reaches into the next patch. That also takes in what the patch
+    rule cannot see: on some AITEX fabrics a machine part fills the strip's first 500–800 px,
+    textured and unclipped, up to a thin clipped line at the fabric's edge, and its patches and
+    the edge's own were the clean patches that most often outranked defects. A hole or a bright
+    fleck that clips is a small part of its columns, and a clipped yarn in the strip's middle
+    half is not near its end: both stay fabric. A clipped defect within the outer quarter would
+    hide what lies outside it: in all 150 strips of the dev split the clipped columns lie at
+    the fabric's edge only.
 
     ``corners`` (N, 2) (x, y): where the patches lie; None: side by side, left to right, in the
-    order given. A strip column is clipped where every patch covering it (of the ``bank``
-    patches, when given: a validation set's synthetic defects do not move the edge) has it so.
+    order given. The ends are those of the patches given: send a whole strip. A strip column is
+    clipped where every patch covering it (of the ``bank`` patches, when given: a validation
+    set's synthetic defects do not move the edge) has it so.
     """
     if edge not in EDGE_SCOPES:
         raise ValueError(f"edge={edge!r}; allowed: {', '.join(EDGE_SCOPES)}")
     clipped = torch.as_tensor(clipped).cpu().numpy().astype(bool)
+    if clipped.ndim != 2:
+        raise ValueError(f"clipped must have shape (patches, width), got {clipped.shape}")
     count, width = clipped.shape
-    if edge == "none":
+    for name, value, shape in (("corners", corners, (count, 2)), ("bank", bank, (count,))):
+        if value is not None and np.shape(value) != shape:
+            raise ValueError(f"{name} must have shape {shape} for {count} patches, "
+                             f"got {np.shape(value)}")
+    if edge == "none" or not count:
         return np.zeros_like(clipped)
     if edge == "patch":
-        return np.stack([_beyond_edge(row, 1) for row in clipped]) if count \
-            else np.zeros_like(clipped)
+        return np.stack([_widen(_beyond_edge(row, 1), margin) for row in clipped])
     xs = np.arange(count) * width if corners is None else np.asarray(corners)[:, 0].astype(int)
-    xs = xs - (xs.min() if count else 0)
-    span = int(xs.max()) + width if count else width
+    xs = xs - xs.min()
+    span = int(xs.max()) + width
     covered, unclipped = np.zeros(span, int), np.zeros(span, int)
     for k in np.flatnonzero(np.ones(count, bool) if bank is None else np.asarray(bank, bool)):
         covered[xs[k]:xs[k] + width] += 1
         unclipped[xs[k]:xs[k] + width] += ~clipped[k]
-    background = _beyond_edge((covered > 0) & (unclipped == 0), int(span * EDGE_ZONE))
-    return np.stack([background[x:x + width] for x in xs]) if count else np.zeros_like(clipped)
+    line = _widen(_beyond_edge((covered > 0) & (unclipped == 0), int(span * EDGE_ZONE)), margin)
+    return np.stack([line[x:x + width] for x in xs])
 
 
 def _beyond_edge(columns: np.ndarray, zone: int) -> np.ndarray:
     """(L,) bool clipped columns → (L,) bool: from either end to the innermost clipped column
     within ``zone`` of it, and on through the clipped run that column belongs to (``zone`` 1:
     the run of clipped columns that starts at the end)."""
-    length = len(columns)
-    background = np.zeros(length, bool)
+    background = np.zeros(len(columns), bool)
     for line, flip in ((columns, False), (columns[::-1], True)):
         inside = np.flatnonzero(line[:zone])
         if inside.size:
-            end = inside[-1]
-            while end + 1 < length and line[end + 1]:
-                end += 1
-            span = np.zeros(length, bool)
-            span[:end + 1] = True
-            background |= span[::-1] if flip else span
+            unclipped = np.flatnonzero(~line[inside[-1]:])  # where the run ends
+            end = inside[-1] + (unclipped[0] if unclipped.size else len(line) - inside[-1])
+            (background[len(line) - end:] if flip else background[:end])[...] = True
     return background
+
+
+def _widen(columns: np.ndarray, margin: int) -> np.ndarray:
+    """(L,) bool → True also within ``margin`` of a True column."""
+    if margin <= 0 or not columns.any():
+        return columns
+    return np.convolve(columns, np.ones(2 * margin + 1), mode="same") > 0
 
 
 def signed_residuals(model: nn.Module, images_uint8: np.ndarray | torch.Tensor, *,
@@ -310,7 +327,8 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     A query window every 8 px is matched to its nearest bank window (every 4 px, so a shifted
     repeat still matches) in the strip's other patches; ``reference`` (``METHODS``) says how
     the grid of distances becomes the patch's score: smoothed over 3×3 neighbouring windows
-    and its max (``"strip"``), or its max above its median (``"strip_peak"``). The same
+    and its max (``"strip"``), or its max above its median (``"strip_peak"``,
+    ``"strip_fabric"``: they find the background differently, ``off_fabric``). The same
     values, spread back over each window's pixels (the mean of the windows covering a pixel),
     are its map, which stitches like any other. ``corners`` (N, 2) (x, y): where the patches
     lie in the strip; a patch that shares pixels with the scored one (a stride below the patch
@@ -359,13 +377,13 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
                    (height, width), window, stride=QUERY_STRIDE)
     fabric = None
     if clipped is not None:
+        clipped = torch.as_tensor(clipped)
         if tuple(clipped.shape) != (count, width):
             raise ValueError(f"clipped must have shape (patches, width) {(count, width)} for "
                              f"residuals {(count, height, width)}, got {tuple(clipped.shape)}")
         if method.edge != "none":
-            background = off_fabric(clipped, corners, edge=method.edge, bank=bank)
-            fabric = fabric_windows(torch.from_numpy(background).to(residuals.device), height,
-                                    window)
+            near = off_fabric(clipped, corners, edge=method.edge, bank=bank, margin=window)
+            fabric = fabric_windows(torch.from_numpy(near).to(residuals.device), height, window)
     maps = torch.empty(count, height, width, device=residuals.device)
     scores = torch.empty(count, device=residuals.device)
     for k in range(count):
@@ -387,12 +405,11 @@ def strip_reference(residuals: torch.Tensor | np.ndarray, corners: np.ndarray | 
     return maps, scores
 
 
-def fabric_windows(background: torch.Tensor, height: int, window: int = WINDOW) -> torch.Tensor:
-    """(N, W) bool background columns of ``height``-px patches → (N, 1, rows, cols) bool: the
-    query windows farther than one window from any background column, so the fabric's frayed
-    edge, which is not a straight column, stays out as well."""
-    near = F.max_pool1d(background.float()[:, None], 2 * window + 1, stride=1, padding=window)
-    cols = F.max_pool1d(near, window, stride=QUERY_STRIDE) == 0  # (N, 1, cols)
+def fabric_windows(near: torch.Tensor, height: int, window: int = WINDOW) -> torch.Tensor:
+    """(N, W) bool columns near the background (``off_fabric`` with a margin of one window, so
+    the fabric's frayed edge, which is not a straight column, stays out as well) of
+    ``height``-px patches → (N, 1, rows, cols) bool: the query windows that touch none of them."""
+    cols = F.max_pool1d(near.float()[:, None], window, stride=QUERY_STRIDE) == 0  # (N, 1, cols)
     rows = (height - window) // QUERY_STRIDE + 1
     return cols[:, :, None, :].expand(-1, -1, rows, -1)
 

@@ -7,9 +7,9 @@ set. Pixel metrics are computed on the stitched maps (a defect cut by a patch bo
 region), resized back to the original image, so metrics and overlays compare with the original
 mask.
 Only the ``max_overlays`` most interesting strips are kept for pictures: defective ones first,
-then the highest-scoring ones. ``reference="strip_peak"`` (or ``"strip"``) scores each image's
-patches against the image's other patches (``vae.score.reference``) instead of with the
-model's own per-patch scorer.
+then the highest-scoring ones. ``reference="strip_fabric"`` (or ``"strip_peak"``, ``"strip"``)
+scores each image's patches against the image's other patches (``vae.score.reference``)
+instead of with the model's own per-patch scorer.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class ScoreReport:
     score_config: dict[str, Any] = field(default_factory=dict)
     nonfinite: int = 0  # patches whose score is NaN/inf: rejected, never accepted
     resize: int = 0  # images were resized to resize² before patching (0: native)
-    reference: str = "none"  # strip_peak | strip: each patch against its image's others
+    reference: str = "none"  # strip_fabric | strip_peak | strip: against the image's others
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "score_config": self.score_config,
@@ -230,8 +230,9 @@ def score_source(model: nn.Module, source: Source, out_dir: str | Path, *,
     ``threshold`` (e.g. from the model's ``calibration.json``) fills the ``decision`` column
     (1 = anomalous: score > threshold). Bad images are skipped and listed, never fatal.
     ``reference``: None scores as the model was validated (``score.reference``);
-    ``"strip_peak"`` or ``"strip"`` scores each image's patches against its other patches (an
-    image where a patch has no disjoint partner is skipped), ``"none"`` each patch on its own.
+    ``"strip_fabric"``, ``"strip_peak"`` or ``"strip"`` scores each image's patches against its
+    other patches (an image where a patch has no disjoint partner is skipped), ``"none"`` each
+    patch on its own.
     The model's calibration fits only its own choice.
     """
     if reference is None:

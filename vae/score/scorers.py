@@ -6,19 +6,20 @@ optimistically biased, and the trial logs K (``val/scorers_compared``) so that b
 visible. Each entry keeps the trial's ``topk_fraction`` and fills in map, sigma, reduction and
 normalisation; which scorer won is recorded in the metrics and in the checkpoint's config.
 
-``STRIP_REFERENCE`` (``score.reference = "strip_peak"``) is the one candidate that is not per
+``STRIP_REFERENCE`` (``score.reference = "strip_fabric"``) is the one candidate that is not per
 patch: each patch's signed residual against the other patches of its strip
 (``vae.score.reference``). It needs the patches' ``StripLayout`` and costs a nearest-window
 search per strip after the pass (about 1 s per 16-patch strip of 256² on 2 CPU cores), so it
 is compared only where a layout is given. On the AITEX dev split's held-out test strips the
 strip reference lifted one champion's fabric-matched AUROC from 0.722 to 0.832 (``"strip"``,
 ``bench/real_quality.py``), and ``"strip_peak"`` lifts another's from 0.815 (``"strip"``) to
-0.880, and a third's from 0.822 to 0.900 once it leaves out the background. On the synthetic
-demo fabric ``"strip"`` did worse than per-patch scorers (0.942 → 0.847), while
+0.880, and a third's from 0.822 to 0.900 once it leaves out the background; ``"strip_fabric"``,
+which finds the background along the whole strip, takes the DRA figure past 0.95 (README). On
+the synthetic demo fabric ``"strip"`` did worse than per-patch scorers (0.942 → 0.847), while
 ``"strip_peak"`` won the default demo search (``make demo``: 0.990). Which way a data set goes
-is what the validation pass measures. ``"strip"`` (model
-format 4) is no longer a candidate: it would double the selection bias for a scorer that
-``"strip_peak"`` beat on every residual measured; a model that chose it still scores with it.
+is what the validation pass measures. ``"strip"`` and ``"strip_peak"`` (model formats 4, 5)
+are no longer candidates: each would add to the selection bias for a scorer that its successor
+beat on every residual measured; a model that chose one still scores with it.
 """
 
 from __future__ import annotations
