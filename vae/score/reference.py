@@ -205,13 +205,19 @@ def _beyond_edge(columns: np.ndarray, zone: int) -> np.ndarray:
     """(L,) bool clipped columns → (L,) bool: from either end to the innermost clipped column
     within ``zone`` of it, and on through the clipped run that column belongs to (``zone`` 1:
     the run of clipped columns that starts at the end)."""
-    background = np.zeros(len(columns), bool)
-    for line, flip in ((columns, False), (columns[::-1], True)):
+    length = len(columns)
+    background = np.zeros(length, bool)
+    for from_right in (False, True):
+        line = columns[::-1] if from_right else columns
         inside = np.flatnonzero(line[:zone])
-        if inside.size:
-            unclipped = np.flatnonzero(~line[inside[-1]:])  # where the run ends
-            end = inside[-1] + (unclipped[0] if unclipped.size else len(line) - inside[-1])
-            (background[len(line) - end:] if flip else background[:end])[...] = True
+        if not inside.size:
+            continue
+        after = np.flatnonzero(~line[inside[-1]:])  # the first unclipped column ends the run
+        end = inside[-1] + (after[0] if after.size else length - inside[-1])
+        if from_right:
+            background[length - end:] = True
+        else:
+            background[:end] = True
     return background
 
 
